@@ -1,0 +1,39 @@
+#include "launch/communicator.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "launch/error.h"
+
+namespace mlagpt::launch {
+
+void check_collective_tensor(const at::Tensor& tensor, const char* what) {
+  if (!tensor.defined()) {
+    throw Error(fmt::format("{}: the tensor is undefined", what));
+  }
+  if (!tensor.is_contiguous()) {
+    throw Error(fmt::format("{}: the tensor must be contiguous (sizes {})", what, fmt::join(tensor.sizes(), "x")));
+  }
+}
+
+void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp /*op*/) {
+  check_collective_tensor(tensor, "all_reduce");
+}
+
+void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
+  check_collective_tensor(tensor, "broadcast");
+  if (root != 0) {
+    throw Error(fmt::format("broadcast: root {} does not exist in a group of 1", root));
+  }
+}
+
+void LocalCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
+  check_collective_tensor(input, "all_gather");
+  check_collective_tensor(output, "all_gather");
+  if (output.numel() != input.numel()) {
+    throw Error(fmt::format("all_gather: output holds {} elements, expected {}", output.numel(), input.numel()));
+  }
+  output.view(input.sizes()).copy_(input);
+}
+
+}  // namespace mlagpt::launch

@@ -1,0 +1,57 @@
+// Communicator: the collectives the trainer needs, independent of the transport.
+//
+// Three backends implement it: LocalCommunicator (one process, every collective is the identity), MpiCommunicator
+// (CPU tensors, over MPI; how the whole distributed path is tested on machines without a GPU) and
+// NcclCommunicator (CUDA tensors, on the current CUDA stream of the tensor's device; built with MLAGPT_WITH_CUDA).
+// Training code is written against this interface only. Collectives are in place and blocking from the host's
+// point of view for MPI; NCCL ones are enqueued on the current stream and ordered with the work around them.
+// Every rank of the group must call the same collectives in the same order with tensors of the same shape/dtype.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+namespace mlagpt::launch {
+
+enum class ReduceOp { kSum, kMax, kMin };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // "local", "mpi" or "nccl".
+  virtual std::string backend() const = 0;
+
+  // Reduces `tensor` (contiguous) over the group; every rank receives the result in place.
+  virtual void all_reduce(at::Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
+  // Copies `tensor` of rank `root` into `tensor` on every rank.
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  // Gathers every rank's `input` (same shape everywhere) into `output`, whose first dimension is size() times
+  // input's: rank r's tensor lands at output[r * n : (r + 1) * n] of the flattened storage.
+  virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
+  virtual void barrier() = 0;
+};
+
+// The world-size-1 backend: rank 0 of 1; collectives leave tensors as they are (after checking them).
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend() const override { return "local"; }
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  void broadcast(at::Tensor& tensor, int root) override;
+  void all_gather(const at::Tensor& input, at::Tensor& output) override;
+  void barrier() override {}
+};
+
+// Throws mlagpt::Error unless `tensor` is defined and contiguous; `what` names the caller in the message.
+void check_collective_tensor(const at::Tensor& tensor, const char* what);
+
+}  // namespace mlagpt::launch

@@ -1,0 +1,73 @@
+#include "launch/runtime.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdlib>
+
+#include "launch/mpi_check.h"
+#include "launch/mpi_communicator.h"
+
+namespace mlagpt::launch {
+
+bool launched_by_mpi() {
+  // Open MPI's mpirun, PMIx launchers (Open MPI 5, srun --mpi=pmix), and PMI-1/2 launchers (MPICH, srun).
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
+    if (std::getenv(name) != nullptr) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Runtime::Runtime(int* argc, char*** argv, bool force_mpi) {
+  std::array<char, 256> host{};
+  gethostname(host.data(), host.size() - 1);
+  info_.host = host.data();
+  if (!force_mpi && !launched_by_mpi()) {
+    return;
+  }
+  int initialized = 0;
+  MLAGPT_MPI_CHECK(MPI_Initialized(&initialized));
+  if (initialized != 0) {
+    throw MpiError("Runtime: MPI is already initialized; create a single Runtime in main()");
+  }
+  // FUNNELED: only the main thread calls MPI; the data loader's and exporter's threads never do.
+  int provided = 0;
+  MLAGPT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  info_.mpi = true;
+  MLAGPT_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MLAGPT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info_.rank));
+  MLAGPT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info_.world_size));
+  MPI_Comm node = MPI_COMM_NULL;
+  MLAGPT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL, &node));
+  MLAGPT_MPI_CHECK(MPI_Comm_rank(node, &info_.local_rank));
+  MLAGPT_MPI_CHECK(MPI_Comm_size(node, &info_.local_size));
+  MLAGPT_MPI_CHECK(MPI_Comm_free(&node));
+}
+
+Runtime::~Runtime() {
+  if (info_.mpi) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized == 0) {
+      MPI_Finalize();
+    }
+  }
+}
+
+std::unique_ptr<Communicator> Runtime::world_cpu_communicator() const {
+  if (info_.mpi) {
+    return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+  }
+  return std::make_unique<LocalCommunicator>();
+}
+
+void Runtime::abort(int exit_code) const {
+  if (info_.mpi && info_.world_size > 1) {
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
+}
+
+}  // namespace mlagpt::launch

@@ -1,0 +1,48 @@
+// Runtime: the process's place in the job, and the owner of MPI's lifetime.
+//
+// Under a launcher (mpirun/mpiexec, srun with PMIx, a Kubernetes MPIJob) the constructor initializes MPI and
+// finds the rank, the world size and the rank within the node; the destructor finalizes MPI. Run plainly
+// (`mlagpt train ...` on one CPU or GPU) it does not touch MPI at all and reports rank 0 of 1, so the same binary
+// works with and without mpirun. Create exactly one, in main(), before any other mlagpt object.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "launch/communicator.h"
+
+namespace mlagpt::launch {
+
+struct ProcessInfo {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;  // rank among the processes on this host
+  int local_size = 1;
+  std::string host;
+  bool mpi = false;  // MPI was initialized by this Runtime
+};
+
+// True when environment variables of a known MPI launcher are present.
+bool launched_by_mpi();
+
+class Runtime {
+ public:
+  // `force_mpi` initializes MPI even without a launcher (an MPI singleton), for tests.
+  Runtime(int* argc, char*** argv, bool force_mpi = false);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  const ProcessInfo& info() const { return info_; }
+
+  // A communicator over every process of the job for CPU tensors: MPI when MPI is up, else the local backend.
+  std::unique_ptr<Communicator> world_cpu_communicator() const;
+
+  // Ends the whole job at once (all ranks) after a fatal error on this one; returns only when MPI is not up.
+  void abort(int exit_code) const;
+
+ private:
+  ProcessInfo info_;
+};
+
+}  // namespace mlagpt::launch

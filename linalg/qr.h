@@ -1,0 +1,28 @@
+// Householder QR of a tall matrix: A (m x n, m >= n) = Q R with Q (m x n) orthonormal columns and R (n x n) upper
+// triangular (the reduced, "economic" factorization).
+//
+// CUDA tensors go to cuSOLVER (64-bit `cusolverDnXgeqrf`, then `orgqr` to form Q) on the current CUDA stream of the
+// tensor's device; CPU tensors to LAPACK through ATen. float32 and float64. The randomized SVD uses this for its
+// range finder and for the small QR of TSQR.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace mlagpt::linalg {
+
+struct QrFactors {
+  at::Tensor q;  // [m, n]
+  at::Tensor r;  // [n, n], upper triangular
+};
+
+QrFactors householder_qr(const at::Tensor& a);
+
+// True when this build has cuSOLVER (MLAGPT_WITH_CUDA).
+bool has_cusolver();
+
+#ifdef MLAGPT_WITH_CUDA
+// The cuSOLVER path itself, for tests that compare it with LAPACK. `a` must be a CUDA tensor.
+QrFactors cusolver_qr(const at::Tensor& a);
+#endif
+
+}  // namespace mlagpt::linalg

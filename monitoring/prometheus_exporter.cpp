@@ -1,0 +1,66 @@
+#include "monitoring/prometheus_exporter.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "launch/error.h"
+
+namespace mlagpt::monitoring {
+namespace {
+
+// civetweb (1.15) cannot listen on port 0, so an ephemeral port is picked the usual way: bind a socket to port 0,
+// read the port the kernel chose, and release it for the exposer. Another process could take it in between; that
+// window is a few microseconds on a test machine.
+std::string with_ephemeral_port(const std::string& bind_address) {
+  const auto colon = bind_address.rfind(':');
+  if (colon == std::string::npos || bind_address.substr(colon + 1) != "0") {
+    return bind_address;
+  }
+  const std::string host = bind_address.substr(0, colon);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  if (host.empty() || inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    throw ConfigError(fmt::format("metrics: '{}' needs an IPv4 address before ':0'", bind_address));
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  socklen_t length = sizeof(address);
+  const bool ok = fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  if (fd >= 0) {
+    close(fd);
+  }
+  if (!ok) {
+    throw ConfigError(fmt::format("metrics: cannot find a free port on '{}'", host));
+  }
+  return fmt::format("{}:{}", host, ntohs(address.sin_port));
+}
+
+}  // namespace
+
+PrometheusExporter::PrometheusExporter(const std::string& bind_address)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(with_ephemeral_port(bind_address), /*num_threads=*/1);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ConfigError(fmt::format("metrics: cannot listen on '{}': {}", bind_address, e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+}
+
+uint16_t PrometheusExporter::port() const {
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  if (ports.empty()) {
+    throw Error("metrics: the exporter is not listening on any port");
+  }
+  return static_cast<uint16_t>(ports.front());
+}
+
+std::string prometheus_cpp_version() { return MLAGPT_PROMETHEUS_CPP_VERSION; }
+
+}  // namespace mlagpt::monitoring

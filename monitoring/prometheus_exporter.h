@@ -1,0 +1,35 @@
+// PrometheusExporter: serves this rank's metrics over HTTP at /metrics for a Prometheus server to scrape.
+//
+// Owns a prometheus-cpp registry and an Exposer (civetweb) bound to `bind_address` ("0.0.0.0:9400", or
+// "127.0.0.1:0" for an ephemeral port, which tests use). Families are added to registry(); prometheus-cpp's
+// counters and gauges are thread-safe, and the exposer serves from its own threads.
+#pragma once
+
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mlagpt::monitoring {
+
+class PrometheusExporter {
+ public:
+  explicit PrometheusExporter(const std::string& bind_address);
+  PrometheusExporter(const PrometheusExporter&) = delete;
+  PrometheusExporter& operator=(const PrometheusExporter&) = delete;
+
+  prometheus::Registry& registry() { return *registry_; }
+  // The port actually bound (the ephemeral one when 0 was asked for).
+  uint16_t port() const;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+// The prometheus-cpp version this build was compiled against.
+std::string prometheus_cpp_version();
+
+}  // namespace mlagpt::monitoring

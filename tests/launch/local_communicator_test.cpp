@@ -1,0 +1,32 @@
+#include <ATen/ops/arange.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/zeros.h>
+#include <gtest/gtest.h>
+
+#include "launch/communicator.h"
+#include "launch/error.h"
+
+using mlagpt::launch::LocalCommunicator;
+
+TEST(LocalCommunicator, CollectivesOfOneLeaveDataAsItIs) {
+  LocalCommunicator comm;
+  EXPECT_EQ(comm.rank(), 0);
+  EXPECT_EQ(comm.size(), 1);
+  at::Tensor t = at::arange(6, at::kFloat);
+  const at::Tensor before = t.clone();
+  comm.all_reduce(t, mlagpt::launch::ReduceOp::kSum);
+  EXPECT_TRUE(at::equal(t, before));
+  comm.broadcast(t, 0);
+  EXPECT_TRUE(at::equal(t, before));
+  at::Tensor gathered = at::zeros({6}, at::kFloat);
+  comm.all_gather(t, gathered);
+  EXPECT_TRUE(at::equal(gathered, before));
+}
+
+TEST(LocalCommunicator, RejectsNonContiguousTensorsAndMissingRoots) {
+  LocalCommunicator comm;
+  at::Tensor t = at::arange(12, at::kFloat).view({3, 4}).t();
+  EXPECT_THROW(comm.all_reduce(t, mlagpt::launch::ReduceOp::kSum), mlagpt::Error);
+  at::Tensor ok = at::arange(3, at::kFloat);
+  EXPECT_THROW(comm.broadcast(ok, 1), mlagpt::Error);
+}

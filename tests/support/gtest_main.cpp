@@ -1,0 +1,43 @@
+// The main() of every test executable. Under mpiexec it initializes MPI (through launch::Runtime), runs the tests on
+// every rank, and makes every rank return failure when any rank failed, so that one failing rank fails the CTest
+// test. Only rank 0 prints the progress of passing tests; every rank prints its failures.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "launch/runtime.h"
+
+namespace {
+
+// Forwards only failures (and the final summary) for ranks other than 0.
+class FailuresOnly : public testing::EmptyTestEventListener {
+ public:
+  explicit FailuresOnly(testing::TestEventListener* inner, int rank) : inner_(inner), rank_(rank) {}
+  ~FailuresOnly() override { delete inner_; }
+  void OnTestPartResult(const testing::TestPartResult& result) override {
+    if (result.failed()) {
+      std::fprintf(stderr, "[rank %d] ", rank_);
+      inner_->OnTestPartResult(result);
+    }
+  }
+
+ private:
+  testing::TestEventListener* inner_;
+  int rank_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  mlagpt::launch::Runtime runtime(&argc, &argv);
+  const auto& info = runtime.info();
+  if (info.rank != 0) {
+    auto& listeners = testing::UnitTest::GetInstance()->listeners();
+    listeners.Append(new FailuresOnly(listeners.Release(listeners.default_result_printer()), info.rank));
+  }
+  int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
+  if (info.mpi) {
+    MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  }
+  return failed;
+}
