@@ -2,10 +2,11 @@
 # PyPI torch wheel in <repo>/.venv (deploy/setup.sh) or from any LibTorch that Torch_DIR points at.
 
 # --- LibTorch ------------------------------------------------------------------------------------------------
+# The venv's python also writes the PyTorch reference fixtures for the tests.
+if(NOT MLAGPT_PYTHON)
+  set(MLAGPT_PYTHON "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+endif()
 if(NOT Torch_DIR AND NOT DEFINED ENV{Torch_DIR})
-  if(NOT MLAGPT_PYTHON)
-    set(MLAGPT_PYTHON "${PROJECT_SOURCE_DIR}/.venv/bin/python")
-  endif()
   if(NOT EXISTS "${MLAGPT_PYTHON}")
     message(FATAL_ERROR "LibTorch not found: ${MLAGPT_PYTHON} does not exist. Run deploy/setup.sh, "
                         "or set Torch_DIR to a LibTorch's share/cmake/Torch, or MLAGPT_PYTHON to a python with torch.")

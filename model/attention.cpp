@@ -1,0 +1,41 @@
+#include "model/attention.h"
+
+#include <fmt/format.h>
+
+#include "launch/error.h"
+
+namespace mlagpt::model {
+
+std::shared_ptr<Projection> Attention::add_projection(const std::string& name, int64_t in, int64_t out) {
+  auto projection = register_module(name, std::make_shared<DenseLinear>(in, out, config_.bias));
+  projections_[name] = projection;
+  return projection;
+}
+
+std::shared_ptr<Projection> Attention::projection(const std::string& name) const {
+  const auto it = projections_.find(name);
+  if (it != projections_.end()) {
+    return it->second;
+  }
+  throw Error(fmt::format("attention has no projection '{}'", name));
+}
+
+void Attention::replace_projection(const std::string& name, std::shared_ptr<Projection> replacement) {
+  const auto current = projection(name);
+  if (current->in_features() != replacement->in_features() ||
+      current->out_features() != replacement->out_features()) {
+    throw Error(fmt::format("replace_projection('{}'): shape {}x{} != {}x{}", name, replacement->out_features(),
+                            replacement->in_features(), current->out_features(), current->in_features()));
+  }
+  replace_module(name, replacement);
+  projections_[name] = std::move(replacement);
+}
+
+std::shared_ptr<Attention> make_attention(const ModelConfig& config) {
+  if (config.attention == AttentionKind::kMla) {
+    return std::make_shared<LatentAttention>(config);
+  }
+  return std::make_shared<StandardAttention>(config);
+}
+
+}  // namespace mlagpt::model

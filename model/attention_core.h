@@ -1,0 +1,18 @@
+// The one attention computation every variant uses: causal scaled-dot-product attention through
+// at::scaled_dot_product_attention (flash / memory-efficient kernels on CUDA, the fused CPU kernel otherwise).
+//
+// Queries are the last T of the S key positions (T = S in training and prefill, T = 1 when decoding with a cache),
+// so query i may attend to keys 0 .. S - T + i. Key/value heads are shared by groups of H / Hkv query heads
+// (query head h reads kv head h / (H / Hkv)): Hkv = H is MHA, 1 is MQA (and MLA's absorbed decoding, whose single
+// "head" is the latent).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace mlagpt::model {
+
+// q [B, H, T, Dqk], k [B, Hkv, S, Dqk], v [B, Hkv, S, Dv] -> [B, H, T, Dv].
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                            double dropout_p);
+
+}  // namespace mlagpt::model

@@ -1,0 +1,128 @@
+#include "model/gpt.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/dropout.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "launch/error.h"
+
+namespace mlagpt::model {
+namespace {
+
+// A torch::nn::Module holding one `weight`, so that embeddings are named wte.weight as in GPT-2 checkpoints.
+class WeightHolder final : public torch::nn::Module {
+ public:
+  explicit WeightHolder(at::Tensor weight) { weight_ = register_parameter("weight", std::move(weight)); }
+  at::Tensor weight_;
+};
+
+bool ends_with(const std::string& text, std::string_view suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Block::Block(const ModelConfig& config) {
+  norm1_ = register_module("norm1", make_norm(config.norm, config.n_embd, config.norm_eps, config.bias));
+  attn_ = register_module("attn", make_attention(config));
+  norm2_ = register_module("norm2", make_norm(config.norm, config.n_embd, config.norm_eps, config.bias));
+  mlp_ = register_module("mlp", std::make_shared<Mlp>(config));
+}
+
+at::Tensor Block::forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode) {
+  const at::Tensor h = x + attn_->forward(norm1_->forward(x), start_pos, cache, mode);
+  return h + mlp_->forward(norm2_->forward(h));
+}
+
+Gpt::Gpt(ModelConfig config) : config_(std::move(config)) {
+  config_.resolve();
+  const int64_t d = config_.n_embd;
+  wte_ = register_module("wte", std::make_shared<WeightHolder>(at::zeros({config_.vocab_size, d})))->weight_;
+  if (config_.positions == PositionKind::kLearned) {
+    wpe_ = register_module("wpe", std::make_shared<WeightHolder>(at::zeros({config_.block_size, d})))->weight_;
+  }
+  auto blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    blocks_.push_back(std::make_shared<Block>(config_));
+    blocks->push_back(blocks_.back());
+  }
+  norm_f_ = register_module("norm_f", make_norm(config_.norm, d, config_.norm_eps, config_.bias));
+  if (!config_.tie_embeddings) {
+    lm_head_ = register_module("lm_head", std::make_shared<WeightHolder>(at::zeros({config_.vocab_size, d})))->weight_;
+  }
+  init_weights();
+}
+
+void Gpt::init_weights() {
+  const c10::NoGradGuard no_grad;
+  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    at::Tensor& p = item.value();
+    if (ends_with(name, "bias")) {
+      p.zero_();
+    } else if (p.dim() == 1) {
+      p.fill_(1.0);  // norm weights
+    } else if (ends_with(name, "o_proj.weight") || ends_with(name, "mlp.proj.weight")) {
+      p.normal_(0.0, residual_std);
+    } else {
+      p.normal_(0.0, 0.02);
+    }
+  }
+}
+
+at::Tensor Gpt::forward(const at::Tensor& idx, KvCache* cache) {
+  const int64_t T = idx.size(1);
+  const int64_t start = cache != nullptr ? cache->length() : 0;
+  if (start + T > config_.block_size) {
+    throw Error(fmt::format("sequence of {} tokens (after {} cached) exceeds block_size {}", T, start,
+                            config_.block_size));
+  }
+  if (cache != nullptr && start + T > cache->max_length()) {
+    throw Error(fmt::format("KV cache holds {} positions; {} + {} requested", cache->max_length(), start, T));
+  }
+  at::Tensor x = at::embedding(wte_, idx);  // [B, T, d]
+  if (wpe_.defined()) {
+    x = x + at::embedding(wpe_, at::arange(start, start + T, idx.options()));
+  }
+  x = at::dropout(x, is_training() ? config_.dropout : 0.0, is_training());
+  const MlaDecodeMode mode = cache != nullptr ? cache->mode() : MlaDecodeMode::kNaive;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    x = blocks_[i]->forward(x, start, cache != nullptr ? &cache->layer(i) : nullptr, mode);
+  }
+  if (cache != nullptr) {
+    cache->advance(T);
+  }
+  x = norm_f_->forward(x);
+  return at::linear(x, lm_head_.defined() ? lm_head_ : wte_);  // [B, T, V]
+}
+
+KvCache Gpt::make_cache(int64_t batch, int64_t max_len, const at::TensorOptions& options, MlaDecodeMode mode) const {
+  if (max_len > config_.block_size) {
+    throw Error(fmt::format("KV cache of {} positions exceeds block_size {}", max_len, config_.block_size));
+  }
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  for (const auto& block : blocks_) {
+    layers.push_back(block->attention().make_cache(batch, max_len, options));
+  }
+  return KvCache(std::move(layers), max_len, mode);
+}
+
+at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& targets) {
+  const int64_t V = logits.size(-1);
+  // Reduced-precision logits are upcast: the log-sum-exp over a large vocabulary needs float32.
+  const at::Tensor wide = logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
+  return at::cross_entropy_loss(wide.reshape({-1, V}), targets.reshape({-1}), {},
+                                at::Reduction::Mean, kIgnoreIndex);
+}
+
+}  // namespace mlagpt::model

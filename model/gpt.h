@@ -1,0 +1,72 @@
+// Gpt: token embedding, n_layer pre-norm blocks (x += attn(norm1(x)); x += mlp(norm2(x))), final norm, and the
+// output head (tied to the token embedding unless tie_embeddings = false).
+//
+// Single-device: the model never asks for a rank or a communicator; parallelism is applied from outside.
+// Parameter names (checkpoints and tests/reference use them): wte.weight, wpe.weight (learned positions),
+// blocks.N.{norm1,attn,norm2,mlp}.*, norm_f.*, lm_head.weight (untied). GPT-2 initialization: N(0, 0.02) for
+// weights and embeddings, residual output projections (attn.o_proj, mlp.proj) N(0, 0.02 / sqrt(2 n_layer)),
+// zero biases, unit norm weights.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <memory>
+
+#include "model/attention.h"
+#include "model/kv_cache.h"
+#include "model/mlp.h"
+#include "model/model_config.h"
+#include "model/norm.h"
+
+namespace mlagpt::model {
+
+// The label of a target position that does not count in the loss.
+constexpr int64_t kIgnoreIndex = -1;
+
+class Block final : public torch::nn::Module {
+ public:
+  explicit Block(const ModelConfig& config);
+  at::Tensor forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode);
+  Attention& attention() { return *attn_; }
+
+ private:
+  std::shared_ptr<Norm> norm1_;
+  std::shared_ptr<Attention> attn_;
+  std::shared_ptr<Norm> norm2_;
+  std::shared_ptr<Mlp> mlp_;
+};
+
+class Gpt final : public torch::nn::Module {
+ public:
+  // `config` is resolved (and so validated) here.
+  explicit Gpt(ModelConfig config);
+
+  // idx: [B, T] int64 token ids -> logits [B, T, V]. With a cache, idx continues the cached sequence: positions
+  // start at cache->length(), and the cache advances by T.
+  at::Tensor forward(const at::Tensor& idx, KvCache* cache = nullptr);
+
+  // A cache for `batch` sequences of up to `max_len` (<= block_size) tokens, in `options`' dtype and device.
+  KvCache make_cache(int64_t batch, int64_t max_len, const at::TensorOptions& options,
+                     MlaDecodeMode mode = MlaDecodeMode::kAbsorbed) const;
+
+  // Re-draws every parameter with the GPT-2 scheme from the current global torch seed.
+  void init_weights();
+
+  const ModelConfig& config() const { return config_; }
+  Block& block(int64_t i) { return *blocks_[static_cast<size_t>(i)]; }
+
+ private:
+  ModelConfig config_;
+  at::Tensor wte_;
+  at::Tensor wpe_;
+  std::vector<std::shared_ptr<Block>> blocks_;
+  std::shared_ptr<Norm> norm_f_;
+  at::Tensor lm_head_;
+};
+
+// Mean cross entropy of logits [B, T, V] against targets [B, T], skipping targets equal to kIgnoreIndex.
+at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& targets);
+
+}  // namespace mlagpt::model

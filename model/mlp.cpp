@@ -1,0 +1,26 @@
+#include "model/mlp.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/dropout.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/silu.h>
+
+namespace mlagpt::model {
+
+Mlp::Mlp(const ModelConfig& config) : kind_(config.mlp), dropout_(config.dropout) {
+  const int64_t d = config.n_embd;
+  const int64_t hidden = config.mlp_hidden;
+  if (kind_ == MlpKind::kSwiglu) {
+    gate_ = register_module("gate", std::make_shared<DenseLinear>(d, hidden, config.bias));
+  }
+  fc_ = register_module("fc", std::make_shared<DenseLinear>(d, hidden, config.bias));
+  proj_ = register_module("proj", std::make_shared<DenseLinear>(hidden, d, config.bias));
+}
+
+at::Tensor Mlp::forward(const at::Tensor& x) {
+  const at::Tensor hidden = kind_ == MlpKind::kSwiglu ? at::silu(gate_->forward(x)) * fc_->forward(x)
+                                                      : at::gelu(fc_->forward(x));  // [B, T, hidden]
+  return at::dropout(proj_->forward(hidden), is_training() ? dropout_ : 0.0, is_training());
+}
+
+}  // namespace mlagpt::model

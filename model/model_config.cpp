@@ -1,0 +1,198 @@
+#include "model/model_config.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <type_traits>
+#include <utility>
+
+#include "launch/error.h"
+
+namespace mlagpt::model {
+namespace {
+
+template <typename Enum, size_t N>
+using EnumNames = std::array<std::pair<Enum, std::string_view>, N>;
+
+constexpr EnumNames<AttentionKind, 4> kAttentionNames{{{AttentionKind::kMha, "mha"},
+                                                       {AttentionKind::kGqa, "gqa"},
+                                                       {AttentionKind::kMqa, "mqa"},
+                                                       {AttentionKind::kMla, "mla"}}};
+constexpr EnumNames<NormKind, 2> kNormNames{{{NormKind::kLayerNorm, "layernorm"}, {NormKind::kRmsNorm, "rmsnorm"}}};
+constexpr EnumNames<MlpKind, 2> kMlpNames{{{MlpKind::kGelu, "gelu"}, {MlpKind::kSwiglu, "swiglu"}}};
+constexpr EnumNames<PositionKind, 2> kPositionNames{{{PositionKind::kLearned, "learned"},
+                                                     {PositionKind::kRope, "rope"}}};
+
+template <typename Enum, size_t N>
+std::string_view name_of(const EnumNames<Enum, N>& names, Enum value) {
+  for (const auto& [v, name] : names) {
+    if (v == value) {
+      return name;
+    }
+  }
+  return "?";
+}
+
+template <typename Enum, size_t N>
+void parse_with(const EnumNames<Enum, N>& names, std::string_view field, std::string_view text, Enum& out) {
+  std::string accepted;
+  for (const auto& [v, name] : names) {
+    if (name == text) {
+      out = v;
+      return;
+    }
+    accepted += fmt::format("{}{}", accepted.empty() ? "" : ", ", name);
+  }
+  throw ConfigError(fmt::format("{}: '{}' is not one of {}", field, text, accepted));
+}
+
+template <typename T>
+constexpr bool kIsEnum = std::is_enum_v<T>;
+
+void require(bool ok, const std::string& message) {
+  if (!ok) {
+    throw ConfigError("model config: " + message);
+  }
+}
+
+}  // namespace
+
+std::string_view to_string(AttentionKind kind) { return name_of(kAttentionNames, kind); }
+std::string_view to_string(NormKind kind) { return name_of(kNormNames, kind); }
+std::string_view to_string(MlpKind kind) { return name_of(kMlpNames, kind); }
+std::string_view to_string(PositionKind kind) { return name_of(kPositionNames, kind); }
+void parse_enum(std::string_view f, std::string_view t, AttentionKind& out) { parse_with(kAttentionNames, f, t, out); }
+void parse_enum(std::string_view f, std::string_view t, NormKind& out) { parse_with(kNormNames, f, t, out); }
+void parse_enum(std::string_view f, std::string_view t, MlpKind& out) { parse_with(kMlpNames, f, t, out); }
+void parse_enum(std::string_view f, std::string_view t, PositionKind& out) { parse_with(kPositionNames, f, t, out); }
+
+int64_t ModelConfig::qk_head_dim() const {
+  return attention == AttentionKind::kMla ? qk_nope_head_dim + qk_rope_head_dim : head_dim();
+}
+
+int64_t ModelConfig::v_dim() const { return attention == AttentionKind::kMla ? v_head_dim : head_dim(); }
+
+void ModelConfig::resolve() {
+  switch (attention) {
+    case AttentionKind::kMha:
+    case AttentionKind::kMla: n_kv_head = n_head; break;
+    case AttentionKind::kMqa: n_kv_head = 1; break;
+    case AttentionKind::kGqa: n_kv_head = n_kv_head == 0 ? n_head : n_kv_head; break;
+  }
+  if (mlp_hidden == 0) {
+    mlp_hidden = mlp == MlpKind::kGelu ? 4 * n_embd : ((8 * n_embd / 3 + 7) / 8) * 8;
+  }
+  validate();
+}
+
+void ModelConfig::validate() const {
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
+                                    {"block_size", block_size},
+                                    {"n_layer", n_layer},
+                                    {"n_embd", n_embd},
+                                    {"n_head", n_head},
+                                    {"mlp_hidden", mlp_hidden}}) {
+    require(value > 0, fmt::format("{} must be positive, got {}", name, value));
+  }
+  require(norm_eps > 0, fmt::format("norm_eps must be positive, got {}", norm_eps));
+  require(dropout >= 0 && dropout < 1, fmt::format("dropout must be in [0, 1), got {}", dropout));
+  require(rope_theta > 0, fmt::format("rope_theta must be positive, got {}", rope_theta));
+  if (attention != AttentionKind::kMla) {
+    require(n_embd % n_head == 0,
+            fmt::format("n_embd ({}) must be divisible by n_head ({}) for {}", n_embd, n_head, to_string(attention)));
+    require(n_kv_head > 0 && n_head % n_kv_head == 0,
+            fmt::format("n_head ({}) must be divisible by n_kv_head ({})", n_head, n_kv_head));
+    require(!uses_rope() || head_dim() % 2 == 0,
+            fmt::format("RoPE rotates pairs: head_dim = n_embd / n_head = {} / {} = {} must be even", n_embd, n_head,
+                        head_dim()));
+    return;
+  }
+  require(kv_lora_rank > 0, fmt::format("mla needs kv_lora_rank > 0, got {}", kv_lora_rank));
+  require(q_lora_rank >= 0, fmt::format("q_lora_rank must be >= 0 (0 = no query compression), got {}", q_lora_rank));
+  require(qk_nope_head_dim > 0, fmt::format("mla needs qk_nope_head_dim > 0, got {}", qk_nope_head_dim));
+  require(v_head_dim > 0, fmt::format("mla needs v_head_dim > 0, got {}", v_head_dim));
+  require(qk_rope_head_dim >= 0, fmt::format("qk_rope_head_dim must be >= 0, got {}", qk_rope_head_dim));
+  require(qk_rope_head_dim % 2 == 0,
+          fmt::format("RoPE rotates pairs: qk_rope_head_dim ({}) must be even", qk_rope_head_dim));
+  require(!uses_rope() || qk_rope_head_dim > 0,
+          "positions = rope needs qk_rope_head_dim > 0 for mla (a ropeless mla uses positions = learned)");
+}
+
+nlohmann::json to_json(const ModelConfig& config) {
+  nlohmann::json json = nlohmann::json::object();
+  config.visit_fields([&json](std::string_view name, const auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    if constexpr (kIsEnum<T>) {
+      json[std::string(name)] = std::string(to_string(value));
+    } else {
+      json[std::string(name)] = value;
+    }
+  });
+  return json;
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& json, std::string_view source) {
+  if (!json.is_object()) {
+    throw ConfigError(fmt::format("{}: the model config must be a JSON object", source));
+  }
+  ModelConfig config;
+  size_t known = 0;
+  config.visit_fields([&](std::string_view name, auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    const auto it = json.find(std::string(name));
+    if (it == json.end()) {
+      return;
+    }
+    ++known;
+    const std::string field = fmt::format("{}: {}", source, name);
+    if constexpr (kIsEnum<T>) {
+      if (!it->is_string()) {
+        throw ConfigError(fmt::format("{} must be a string, got {}", field, it->dump()));
+      }
+      parse_enum(field, it->template get<std::string>(), value);
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!it->is_boolean()) {
+        throw ConfigError(fmt::format("{} must be true or false, got {}", field, it->dump()));
+      }
+      value = it->template get<bool>();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (!it->is_number_integer()) {
+        throw ConfigError(fmt::format("{} must be an integer, got {}", field, it->dump()));
+      }
+      value = it->template get<T>();
+    } else {
+      if (!it->is_number()) {
+        throw ConfigError(fmt::format("{} must be a number, got {}", field, it->dump()));
+      }
+      value = it->template get<T>();
+    }
+  });
+  if (known != json.size()) {
+    std::string unknown;
+    for (const auto& [key, value] : json.items()) {
+      bool found = false;
+      config.visit_fields([&](std::string_view name, const auto&) { found = found || name == key; });
+      if (!found) {
+        unknown += fmt::format("{}{}", unknown.empty() ? "" : ", ", key);
+      }
+    }
+    throw ConfigError(fmt::format("{}: unknown model config key(s): {}", source, unknown));
+  }
+  config.resolve();
+  return config;
+}
+
+std::string describe_differences(const ModelConfig& a, const ModelConfig& b) {
+  const nlohmann::json ja = to_json(a);
+  const nlohmann::json jb = to_json(b);
+  std::string text;
+  for (const auto& [key, value] : ja.items()) {
+    if (jb.at(key) != value) {
+      text += fmt::format("{}{}: {} != {}", text.empty() ? "" : "; ", key, value.dump(), jb.at(key).dump());
+    }
+  }
+  return text;
+}
+
+}  // namespace mlagpt::model
