@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "launch/runtime.h"
+#include "trainer/model_info.h"
 #include "trainer/version_report.h"
 
 namespace mlagpt::trainer {
@@ -18,6 +19,24 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   version->callback([&runtime] {
     if (runtime.info().rank == 0) {
       std::cout << version_report() << std::flush;
+    }
+  });
+
+  CLI::App* model_info =
+      app.add_subcommand("model-info", "Print parameter counts, KV-cache size and training FLOPs of a model config");
+  std::string config_file;
+  int64_t context = 0;
+  std::string dtype = "bfloat16";
+  model_info->add_option("--config", config_file, "TOML file with a [model] table")->required();
+  model_info->add_option("--context", context, "Context length in tokens (default: the config's block_size)")
+      ->check(CLI::PositiveNumber);
+  model_info->add_option("--dtype", dtype, "KV-cache dtype")
+      ->check(CLI::IsMember({"bfloat16", "float16", "float32"}))
+      ->capture_default_str();
+  model_info->callback([&] {
+    const std::string report = model_info_report(config_file, context, dtype);
+    if (runtime.info().rank == 0) {
+      std::cout << report << std::flush;
     }
   });
 
