@@ -34,7 +34,7 @@ debian_packages=(
   prometheus-cpp-dev libcivetweb-dev prometheus
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libsentencepiece-dev
+  libsentencepiece-dev libssl-dev
   fortunes
   clang-format clang-tidy
 )
