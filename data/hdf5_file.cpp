@@ -72,14 +72,38 @@ void Handle::reset() {
   id_ = H5I_INVALID_HID;
 }
 
-template <> hid_t native_type<uint8_t>() { return H5T_NATIVE_UINT8; }
-template <> hid_t native_type<uint16_t>() { return H5T_NATIVE_UINT16; }
-template <> hid_t native_type<uint32_t>() { return H5T_NATIVE_UINT32; }
-template <> hid_t native_type<uint64_t>() { return H5T_NATIVE_UINT64; }
-template <> hid_t native_type<int32_t>() { return H5T_NATIVE_INT32; }
-template <> hid_t native_type<int64_t>() { return H5T_NATIVE_INT64; }
-template <> hid_t native_type<float>() { return H5T_NATIVE_FLOAT; }
-template <> hid_t native_type<double>() { return H5T_NATIVE_DOUBLE; }
+template <>
+hid_t native_type<uint8_t>() {
+  return H5T_NATIVE_UINT8;
+}
+template <>
+hid_t native_type<uint16_t>() {
+  return H5T_NATIVE_UINT16;
+}
+template <>
+hid_t native_type<uint32_t>() {
+  return H5T_NATIVE_UINT32;
+}
+template <>
+hid_t native_type<uint64_t>() {
+  return H5T_NATIVE_UINT64;
+}
+template <>
+hid_t native_type<int32_t>() {
+  return H5T_NATIVE_INT32;
+}
+template <>
+hid_t native_type<int64_t>() {
+  return H5T_NATIVE_INT64;
+}
+template <>
+hid_t native_type<float>() {
+  return H5T_NATIVE_FLOAT;
+}
+template <>
+hid_t native_type<double>() {
+  return H5T_NATIVE_DOUBLE;
+}
 
 // ---- Dataset -------------------------------------------------------------------------------------------------
 
@@ -120,8 +144,8 @@ void Dataset::transfer(bool writing, hid_t type, void* data, size_t elements, co
                        const std::vector<uint64_t>& count) const {
   const std::vector<uint64_t> dims = shape();
   if (offset.size() != dims.size() || count.size() != dims.size()) {
-    throw Hdf5Error(fmt::format("{}: hyperslab of rank {} for a dataset of rank {}", context(), offset.size(),
-                                dims.size()));
+    throw Hdf5Error(
+        fmt::format("{}: hyperslab of rank {} for a dataset of rank {}", context(), offset.size(), dims.size()));
   }
   const uint64_t total = std::accumulate(count.begin(), count.end(), uint64_t{1}, std::multiplies<>());
   if (total != elements) {
@@ -137,15 +161,15 @@ void Dataset::transfer(bool writing, hid_t type, void* data, size_t elements, co
   const std::vector<hsize_t> start(offset.begin(), offset.end());
   const std::vector<hsize_t> extent(count.begin(), count.end());
   if (!dims.empty()) {
-    MLAGPT_HDF5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, extent.data(),
-                                          nullptr),
-                      context());
+    MLAGPT_HDF5_CHECK(
+        H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, extent.data(), nullptr),
+        context());
   }
-  Handle memory_space(dims.empty() ? MLAGPT_HDF5_CHECK(H5Screate(H5S_SCALAR), context())
-                                   : MLAGPT_HDF5_CHECK(H5Screate_simple(static_cast<int>(extent.size()),
-                                                                        extent.data(), nullptr),
-                                                       context()),
-                      H5Sclose);
+  Handle memory_space(
+      dims.empty()
+          ? MLAGPT_HDF5_CHECK(H5Screate(H5S_SCALAR), context())
+          : MLAGPT_HDF5_CHECK(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr), context()),
+      H5Sclose);
   if (writing) {
     MLAGPT_HDF5_CHECK(H5Dwrite(id(), type, memory_space.get(), file_space.get(), H5P_DEFAULT, data), context());
   } else {
@@ -177,9 +201,8 @@ std::vector<T> Dataset::read_all() const {
 File File::create(const std::filesystem::path& path, bool overwrite) {
   silence_hdf5_printing();
   const std::string name = path.string();
-  Handle handle(MLAGPT_HDF5_CHECK(H5Fcreate(name.c_str(), overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT,
-                                            H5P_DEFAULT),
-                                  name),
+  Handle handle(MLAGPT_HDF5_CHECK(
+                    H5Fcreate(name.c_str(), overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), name),
                 H5Fclose);
   return File(std::move(handle), name);
 }
@@ -195,8 +218,7 @@ File File::open(const std::filesystem::path& path, bool writable) {
     H5Eclear2(H5E_DEFAULT);
     throw IoError(fmt::format("{}: not an HDF5 file", name));
   }
-  Handle handle(MLAGPT_HDF5_CHECK(H5Fopen(name.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT),
-                                  name),
+  Handle handle(MLAGPT_HDF5_CHECK(H5Fopen(name.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT), name),
                 H5Fclose);
   return File(std::move(handle), name);
 }
@@ -206,9 +228,9 @@ Dataset File::create_dataset(const std::string& name, const std::vector<uint64_t
                              const std::vector<uint64_t>& chunk) {
   const std::string context = path_ + ":" + name;
   const std::vector<hsize_t> dims(shape.begin(), shape.end());
-  Handle space(dims.empty() ? MLAGPT_HDF5_CHECK(H5Screate(H5S_SCALAR), context)
-                            : MLAGPT_HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                                                context),
+  Handle space(dims.empty()
+                   ? MLAGPT_HDF5_CHECK(H5Screate(H5S_SCALAR), context)
+                   : MLAGPT_HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), context),
                H5Sclose);
   Handle create_plist(MLAGPT_HDF5_CHECK(H5Pcreate(H5P_DATASET_CREATE), context), H5Pclose);
   if (!chunk.empty()) {
@@ -260,10 +282,9 @@ void File::write_attribute(const std::string& name, const std::string& object, h
     MLAGPT_HDF5_CHECK(H5Adelete(target.get(), name.c_str()), context);
   }
   Handle space(MLAGPT_HDF5_CHECK(H5Screate(H5S_SCALAR), context), H5Sclose);
-  Handle attribute(MLAGPT_HDF5_CHECK(H5Acreate2(target.get(), name.c_str(), type, space.get(), H5P_DEFAULT,
-                                                H5P_DEFAULT),
-                                     context),
-                   H5Aclose);
+  Handle attribute(
+      MLAGPT_HDF5_CHECK(H5Acreate2(target.get(), name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT), context),
+      H5Aclose);
   MLAGPT_HDF5_CHECK(H5Awrite(attribute.get(), type, value), context);
 }
 
@@ -343,13 +364,15 @@ double File::float_attribute(const std::string& name, const std::string& object)
   return value;
 }
 
-void File::flush() { MLAGPT_HDF5_CHECK(H5Fflush(id(), H5F_SCOPE_LOCAL), path_); }
+void File::flush() {
+  MLAGPT_HDF5_CHECK(H5Fflush(id(), H5F_SCOPE_LOCAL), path_);
+}
 
-#define MLAGPT_HDF5_INSTANTIATE(T)                                                                               \
+#define MLAGPT_HDF5_INSTANTIATE(T)                                                                                 \
   template void Dataset::write<T>(std::span<const T>, const std::vector<uint64_t>&, const std::vector<uint64_t>&); \
   template void Dataset::read<T>(std::span<T>, const std::vector<uint64_t>&, const std::vector<uint64_t>&) const;  \
-  template std::vector<T> Dataset::read_all<T>() const;                                                          \
-  template Dataset File::create_dataset<T>(const std::string&, const std::vector<uint64_t>&,                      \
+  template std::vector<T> Dataset::read_all<T>() const;                                                            \
+  template Dataset File::create_dataset<T>(const std::string&, const std::vector<uint64_t>&,                       \
                                            const std::vector<uint64_t>&);
 MLAGPT_HDF5_INSTANTIATE(uint8_t)
 MLAGPT_HDF5_INSTANTIATE(uint16_t)

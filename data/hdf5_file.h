@@ -31,13 +31,13 @@ std::string hdf5_version();
 
 // Runs an HDF5 call (herr_t or hid_t result; negative = failure) and throws mlagpt::Hdf5Error naming `context`
 // (a file path, dataset or attribute), the expression, HDF5's message, file, line, rank and host.
-#define MLAGPT_HDF5_CHECK(call, context)                                                \
-  ([&]() {                                                                              \
-    auto mlagpt_h5_rc_ = (call);                                                        \
-    if (mlagpt_h5_rc_ < 0) {                                                            \
-      ::mlagpt::data::throw_hdf5_error(#call, (context), __FILE__, __LINE__);           \
-    }                                                                                   \
-    return mlagpt_h5_rc_;                                                               \
+#define MLAGPT_HDF5_CHECK(call, context)                                      \
+  ([&]() {                                                                    \
+    auto mlagpt_h5_rc_ = (call);                                              \
+    if (mlagpt_h5_rc_ < 0) {                                                  \
+      ::mlagpt::data::throw_hdf5_error(#call, (context), __FILE__, __LINE__); \
+    }                                                                         \
+    return mlagpt_h5_rc_;                                                     \
   }())
 
 namespace mlagpt::data::h5 {
@@ -67,8 +67,8 @@ hid_t native_type();
 
 class Dataset {
  public:
-  Dataset(Handle handle, std::string name, std::string file) : handle_(std::move(handle)), name_(std::move(name)),
-                                                               file_(std::move(file)) {}
+  Dataset(Handle handle, std::string name, std::string file)
+      : handle_(std::move(handle)), name_(std::move(name)), file_(std::move(file)) {}
   std::vector<uint64_t> shape() const;
   // The element size in bytes and whether it is an unsigned integer / floating type, to check a file's dtype.
   size_t element_bytes() const;

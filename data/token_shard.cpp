@@ -32,7 +32,9 @@ void fsync_path(const std::filesystem::path& path) {
 
 }  // namespace
 
-int64_t token_bytes(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
+int64_t token_bytes(int64_t vocab_size) {
+  return vocab_size <= 65536 ? 2 : 4;
+}
 
 // ---- ShardWriter ----------------------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ struct ShardReader::State {
   int64_t num_tokens = 0;
   std::vector<uint64_t> doc_offsets;
   int64_t bytes_per_token = 2;
-  void* map = nullptr;       // the mapping, page-aligned
+  void* map = nullptr;  // the mapping, page-aligned
   size_t map_length = 0;
   const uint8_t* tokens = nullptr;  // first token inside the mapping
 
@@ -161,8 +163,8 @@ ShardReader::ShardReader(const std::filesystem::path& path) : state_(std::make_u
     };
     require_attribute("format");
     if (file.string_attribute("format") != kShardFormat) {
-      throw DataError(fmt::format("{}: format is '{}', expected '{}'", name, file.string_attribute("format"),
-                                  kShardFormat));
+      throw DataError(
+          fmt::format("{}: format is '{}', expected '{}'", name, file.string_attribute("format"), kShardFormat));
     }
     for (const char* attribute : {"version", "vocab_size", "eot_id", "tokenizer", "tokenizer_sha256", "num_tokens"}) {
       require_attribute(attribute);
@@ -191,8 +193,8 @@ ShardReader::ShardReader(const std::filesystem::path& path) : state_(std::make_u
                                   s.info.vocab_size));
     }
     if (static_cast<int64_t>(tokens.shape()[0]) != s.num_tokens) {
-      throw DataError(fmt::format("{}: num_tokens says {} but /tokens holds {}", name, s.num_tokens,
-                                  tokens.shape()[0]));
+      throw DataError(
+          fmt::format("{}: num_tokens says {} but /tokens holds {}", name, s.num_tokens, tokens.shape()[0]));
     }
     if (!tokens.chunk_shape().empty()) {
       throw DataError(fmt::format("{}: /tokens is chunked; mlagpt reads contiguous token datasets", name));
@@ -226,8 +228,7 @@ ShardReader::ShardReader(const std::filesystem::path& path) : state_(std::make_u
   const uint64_t end = offset + static_cast<uint64_t>(s.num_tokens * s.bytes_per_token);
   if (end > static_cast<uint64_t>(st.st_size)) {
     ::close(fd);
-    throw DataError(fmt::format("{}: truncated: the tokens end at byte {} but the file has {}", name, end,
-                                st.st_size));
+    throw DataError(fmt::format("{}: truncated: the tokens end at byte {} but the file has {}", name, end, st.st_size));
   }
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const uint64_t aligned = offset / page * page;
@@ -245,17 +246,25 @@ ShardReader::~ShardReader() = default;
 ShardReader::ShardReader(ShardReader&&) noexcept = default;
 ShardReader& ShardReader::operator=(ShardReader&&) noexcept = default;
 
-const std::filesystem::path& ShardReader::path() const { return state_->path; }
-const ShardInfo& ShardReader::info() const { return state_->info; }
-int64_t ShardReader::num_tokens() const { return state_->num_tokens; }
-const std::vector<uint64_t>& ShardReader::doc_offsets() const { return state_->doc_offsets; }
+const std::filesystem::path& ShardReader::path() const {
+  return state_->path;
+}
+const ShardInfo& ShardReader::info() const {
+  return state_->info;
+}
+int64_t ShardReader::num_tokens() const {
+  return state_->num_tokens;
+}
+const std::vector<uint64_t>& ShardReader::doc_offsets() const {
+  return state_->doc_offsets;
+}
 
 void ShardReader::read(int64_t start, std::span<int64_t> out) const {
   const State& s = *state_;
   const auto count = static_cast<int64_t>(out.size());
   if (start < 0 || start + count > s.num_tokens) {
-    throw DataError(fmt::format("{}: tokens [{}, {}) requested of {}", s.path.string(), start, start + count,
-                                s.num_tokens));
+    throw DataError(
+        fmt::format("{}: tokens [{}, {}) requested of {}", s.path.string(), start, start + count, s.num_tokens));
   }
   // A widening copy the compiler vectorizes. HDF5 places raw data at any byte offset, so the typed loop runs only
   // when the tokens happen to be aligned (the usual case); otherwise each token is assembled with memcpy.

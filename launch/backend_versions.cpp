@@ -29,7 +29,9 @@ std::string mpi_library_version() {
 #ifdef MLAGPT_WITH_CUDA
 
 namespace {
-std::string cuda_version_text(int version) { return fmt::format("{}.{}", version / 1000, (version % 1000) / 10); }
+std::string cuda_version_text(int version) {
+  return fmt::format("{}.{}", version / 1000, (version % 1000) / 10);
+}
 }  // namespace
 
 std::string cuda_summary() {
@@ -68,9 +70,15 @@ int cuda_device_count() {
 
 #else
 
-int cuda_device_count() { return 0; }
-std::string cuda_summary() { return "not built with CUDA"; }
-std::string nccl_summary() { return "not built with CUDA"; }
+int cuda_device_count() {
+  return 0;
+}
+std::string cuda_summary() {
+  return "not built with CUDA";
+}
+std::string nccl_summary() {
+  return "not built with CUDA";
+}
 
 #endif
 

@@ -18,8 +18,8 @@ std::string cusolver_status_name(cusolverStatus_t status);
   do {                                                                                                         \
     const cudaError_t mlagpt_cuda_rc_ = (call);                                                                \
     if (mlagpt_cuda_rc_ != cudaSuccess) {                                                                      \
-      throw ::mlagpt::CudaError(::mlagpt::describe_failure("CUDA", #call, cudaGetErrorString(mlagpt_cuda_rc_), \
-                                                           __FILE__, __LINE__));                               \
+      throw ::mlagpt::CudaError(                                                                               \
+          ::mlagpt::describe_failure("CUDA", #call, cudaGetErrorString(mlagpt_cuda_rc_), __FILE__, __LINE__)); \
     }                                                                                                          \
   } while (0)
 
@@ -27,16 +27,16 @@ std::string cusolver_status_name(cusolverStatus_t status);
   do {                                                                                                         \
     const ncclResult_t mlagpt_nccl_rc_ = (call);                                                               \
     if (mlagpt_nccl_rc_ != ncclSuccess) {                                                                      \
-      throw ::mlagpt::NcclError(::mlagpt::describe_failure("NCCL", #call, ncclGetErrorString(mlagpt_nccl_rc_), \
-                                                           __FILE__, __LINE__));                               \
+      throw ::mlagpt::NcclError(                                                                               \
+          ::mlagpt::describe_failure("NCCL", #call, ncclGetErrorString(mlagpt_nccl_rc_), __FILE__, __LINE__)); \
     }                                                                                                          \
   } while (0)
 
-#define MLAGPT_CUSOLVER_CHECK(call)                                                                            \
-  do {                                                                                                         \
-    const cusolverStatus_t mlagpt_cusolver_rc_ = (call);                                                       \
-    if (mlagpt_cusolver_rc_ != CUSOLVER_STATUS_SUCCESS) {                                                      \
-      throw ::mlagpt::CusolverError(::mlagpt::describe_failure(                                                \
+#define MLAGPT_CUSOLVER_CHECK(call)                                                                             \
+  do {                                                                                                          \
+    const cusolverStatus_t mlagpt_cusolver_rc_ = (call);                                                        \
+    if (mlagpt_cusolver_rc_ != CUSOLVER_STATUS_SUCCESS) {                                                       \
+      throw ::mlagpt::CusolverError(::mlagpt::describe_failure(                                                 \
           "cuSOLVER", #call, ::mlagpt::launch::cusolver_status_name(mlagpt_cusolver_rc_), __FILE__, __LINE__)); \
-    }                                                                                                          \
+    }                                                                                                           \
   } while (0)

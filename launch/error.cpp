@@ -28,8 +28,8 @@ std::string process_description() {
 
 std::string describe_failure(const char* what, const char* expr, const std::string& detail, const char* file,
                              int line) {
-  return fmt::format("{}: `{}` failed{}{} at {}:{} ({})", what, expr, detail.empty() ? "" : ": ", detail, file,
-                     line, process_description());
+  return fmt::format("{}: `{}` failed{}{} at {}:{} ({})", what, expr, detail.empty() ? "" : ": ", detail, file, line,
+                     process_description());
 }
 
 }  // namespace mlagpt

@@ -65,15 +65,14 @@ class Hdf5Error : public BackendError {
 std::string process_description();
 
 // "<what>: <expr> failed (<detail>) at <file>:<line> on rank R, host H" — the common text of the check macros.
-std::string describe_failure(const char* what, const char* expr, const std::string& detail, const char* file,
-                             int line);
+std::string describe_failure(const char* what, const char* expr, const std::string& detail, const char* file, int line);
 
 }  // namespace mlagpt
 
 // Checks an invariant of our own code or of its inputs; throws mlagpt::Error naming the condition.
-#define MLAGPT_CHECK(cond, message)                                                                           \
-  do {                                                                                                        \
-    if (!(cond)) {                                                                                            \
-      throw ::mlagpt::Error(::mlagpt::describe_failure("check", #cond, (message), __FILE__, __LINE__));        \
-    }                                                                                                         \
+#define MLAGPT_CHECK(cond, message)                                                                     \
+  do {                                                                                                  \
+    if (!(cond)) {                                                                                      \
+      throw ::mlagpt::Error(::mlagpt::describe_failure("check", #cond, (message), __FILE__, __LINE__)); \
+    }                                                                                                   \
   } while (0)

@@ -30,11 +30,11 @@ inline std::string mpi_error_string(int code) {
 
 }  // namespace mlagpt::launch
 
-#define MLAGPT_MPI_CHECK(call)                                                                                 \
-  do {                                                                                                         \
-    const int mlagpt_mpi_rc_ = (call);                                                                         \
-    if (mlagpt_mpi_rc_ != MPI_SUCCESS) {                                                                       \
-      throw ::mlagpt::MpiError(::mlagpt::describe_failure(                                                     \
-          "MPI", #call, ::mlagpt::launch::mpi_error_string(mlagpt_mpi_rc_), __FILE__, __LINE__));              \
-    }                                                                                                          \
+#define MLAGPT_MPI_CHECK(call)                                                                    \
+  do {                                                                                            \
+    const int mlagpt_mpi_rc_ = (call);                                                            \
+    if (mlagpt_mpi_rc_ != MPI_SUCCESS) {                                                          \
+      throw ::mlagpt::MpiError(::mlagpt::describe_failure(                                        \
+          "MPI", #call, ::mlagpt::launch::mpi_error_string(mlagpt_mpi_rc_), __FILE__, __LINE__)); \
+    }                                                                                             \
   } while (0)

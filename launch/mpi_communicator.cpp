@@ -47,7 +47,9 @@ int mpi_count(int64_t count, const char* what) {
   return static_cast<int>(count);
 }
 
-bool is_reduced_precision(at::ScalarType type) { return type == at::kHalf || type == at::kBFloat16; }
+bool is_reduced_precision(at::ScalarType type) {
+  return type == at::kHalf || type == at::kBFloat16;
+}
 
 }  // namespace
 
@@ -81,7 +83,8 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
 void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_cpu(tensor, "broadcast");
   // Broadcast moves bytes, so any dtype works.
-  MLAGPT_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), mpi_count(static_cast<int64_t>(tensor.nbytes()), "broadcast"), MPI_BYTE, root, comm_));
+  MLAGPT_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), mpi_count(static_cast<int64_t>(tensor.nbytes()), "broadcast"), MPI_BYTE,
+                             root, comm_));
 }
 
 void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
@@ -91,10 +94,13 @@ void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
     throw Error(fmt::format("all_gather: output must hold {} x {} elements of {}", size_, input.numel(),
                             c10::toString(input.scalar_type())));
   }
-  MLAGPT_MPI_CHECK(MPI_Allgather(input.data_ptr(), mpi_count(static_cast<int64_t>(input.nbytes()), "all_gather"), MPI_BYTE, output.data_ptr(),
+  MLAGPT_MPI_CHECK(MPI_Allgather(input.data_ptr(), mpi_count(static_cast<int64_t>(input.nbytes()), "all_gather"),
+                                 MPI_BYTE, output.data_ptr(),
                                  mpi_count(static_cast<int64_t>(input.nbytes()), "all_gather"), MPI_BYTE, comm_));
 }
 
-void MpiCommunicator::barrier() { MLAGPT_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  MLAGPT_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 }  // namespace mlagpt::launch

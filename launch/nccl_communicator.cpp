@@ -11,7 +11,9 @@
 namespace mlagpt::launch {
 namespace {
 
-ncclComm_t as_nccl(void* comm) { return static_cast<ncclComm_t>(comm); }
+ncclComm_t as_nccl(void* comm) {
+  return static_cast<ncclComm_t>(comm);
+}
 
 ncclDataType_t nccl_type(at::ScalarType type) {
   switch (type) {
@@ -85,8 +87,8 @@ void NcclCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   cudaStream_t stream = stream_of(tensor, "broadcast");
-  MLAGPT_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8, root,
-                                  as_nccl(comm_), stream));
+  MLAGPT_NCCL_CHECK(
+      ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8, root, as_nccl(comm_), stream));
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
@@ -96,8 +98,8 @@ void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
     throw Error(fmt::format("all_gather: output must hold {} x {} elements of {}", size_, input.numel(),
                             c10::toString(input.scalar_type())));
   }
-  MLAGPT_NCCL_CHECK(ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, as_nccl(comm_),
-                                  stream));
+  MLAGPT_NCCL_CHECK(
+      ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, as_nccl(comm_), stream));
 }
 
 void NcclCommunicator::barrier() {

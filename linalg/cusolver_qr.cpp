@@ -39,8 +39,8 @@ cusolverDnHandle_t handle_for(int device) {
 void check_info(const at::Tensor& info, const char* routine) {
   const int value = info.item<int>();
   if (value != 0) {
-    throw CusolverError(fmt::format("cuSOLVER {}: parameter {} had an illegal value (info = {})", routine, -value,
-                                    value));
+    throw CusolverError(
+        fmt::format("cuSOLVER {}: parameter {} had an illegal value (info = {})", routine, -value, value));
   }
 }
 
@@ -73,8 +73,7 @@ QrFactors cusolver_qr(const at::Tensor& a) {
   std::vector<char> host_buffer(host_bytes + 1);
   const cusolverStatus_t geqrf =
       cusolverDnXgeqrf(handle, params, m, n, type, work.data_ptr(), m, type, tau.data_ptr(), type,
-                       device_buffer.data_ptr(), device_bytes, host_buffer.data(), host_bytes,
-                       info.data_ptr<int>());
+                       device_buffer.data_ptr(), device_bytes, host_buffer.data(), host_bytes, info.data_ptr<int>());
   cusolverDnDestroyParams(params);
   MLAGPT_CUSOLVER_CHECK(geqrf);
   check_info(info, "geqrf");
@@ -85,14 +84,14 @@ QrFactors cusolver_qr(const at::Tensor& a) {
   const int ni = static_cast<int>(n);
   int lwork = 0;
   if (is_double) {
-    MLAGPT_CUSOLVER_CHECK(cusolverDnDorgqr_bufferSize(handle, mi, ni, ni, work.data_ptr<double>(), mi,
-                                                      tau.data_ptr<double>(), &lwork));
+    MLAGPT_CUSOLVER_CHECK(
+        cusolverDnDorgqr_bufferSize(handle, mi, ni, ni, work.data_ptr<double>(), mi, tau.data_ptr<double>(), &lwork));
     at::Tensor scratch = at::empty({lwork + 1}, a.options());
     MLAGPT_CUSOLVER_CHECK(cusolverDnDorgqr(handle, mi, ni, ni, work.data_ptr<double>(), mi, tau.data_ptr<double>(),
                                            scratch.data_ptr<double>(), lwork, info.data_ptr<int>()));
   } else {
-    MLAGPT_CUSOLVER_CHECK(cusolverDnSorgqr_bufferSize(handle, mi, ni, ni, work.data_ptr<float>(), mi,
-                                                      tau.data_ptr<float>(), &lwork));
+    MLAGPT_CUSOLVER_CHECK(
+        cusolverDnSorgqr_bufferSize(handle, mi, ni, ni, work.data_ptr<float>(), mi, tau.data_ptr<float>(), &lwork));
     at::Tensor scratch = at::empty({lwork + 1}, a.options());
     MLAGPT_CUSOLVER_CHECK(cusolverDnSorgqr(handle, mi, ni, ni, work.data_ptr<float>(), mi, tau.data_ptr<float>(),
                                            scratch.data_ptr<float>(), lwork, info.data_ptr<int>()));

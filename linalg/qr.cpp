@@ -11,8 +11,8 @@ namespace mlagpt::linalg {
 
 QrFactors householder_qr(const at::Tensor& a) {
   if (a.dim() != 2 || a.size(0) < a.size(1)) {
-    throw Error(fmt::format("householder_qr: expected a tall 2-D matrix (m >= n), got sizes [{}]",
-                            fmt::join(a.sizes(), ", ")));
+    throw Error(
+        fmt::format("householder_qr: expected a tall 2-D matrix (m >= n), got sizes [{}]", fmt::join(a.sizes(), ", ")));
   }
   if (a.scalar_type() != at::kFloat && a.scalar_type() != at::kDouble) {
     throw Error(fmt::format("householder_qr: float32 or float64 expected, got {}", c10::toString(a.scalar_type())));

@@ -22,8 +22,7 @@ std::shared_ptr<Projection> Attention::projection(const std::string& name) const
 
 void Attention::replace_projection(const std::string& name, std::shared_ptr<Projection> replacement) {
   const auto current = projection(name);
-  if (current->in_features() != replacement->in_features() ||
-      current->out_features() != replacement->out_features()) {
+  if (current->in_features() != replacement->in_features() || current->out_features() != replacement->out_features()) {
     throw Error(fmt::format("replace_projection('{}'): shape {}x{} != {}x{}", name, replacement->out_features(),
                             replacement->in_features(), current->out_features(), current->in_features()));
   }

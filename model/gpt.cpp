@@ -84,8 +84,8 @@ at::Tensor Gpt::forward(const at::Tensor& idx, KvCache* cache) {
   const int64_t T = idx.size(1);
   const int64_t start = cache != nullptr ? cache->length() : 0;
   if (start + T > config_.block_size) {
-    throw Error(fmt::format("sequence of {} tokens (after {} cached) exceeds block_size {}", T, start,
-                            config_.block_size));
+    throw Error(
+        fmt::format("sequence of {} tokens (after {} cached) exceeds block_size {}", T, start, config_.block_size));
   }
   if (cache != nullptr && start + T > cache->max_length()) {
     throw Error(fmt::format("KV cache holds {} positions; {} + {} requested", cache->max_length(), start, T));
@@ -121,8 +121,7 @@ at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& target
   const int64_t V = logits.size(-1);
   // Reduced-precision logits are upcast: the log-sum-exp over a large vocabulary needs float32.
   const at::Tensor wide = logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
-  return at::cross_entropy_loss(wide.reshape({-1, V}), targets.reshape({-1}), {},
-                                at::Reduction::Mean, kIgnoreIndex);
+  return at::cross_entropy_loss(wide.reshape({-1, V}), targets.reshape({-1}), {}, at::Reduction::Mean, kIgnoreIndex);
 }
 
 }  // namespace mlagpt::model

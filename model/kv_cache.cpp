@@ -13,7 +13,9 @@ void StandardLayerCache::write(int64_t start, const at::Tensor& k, const at::Ten
   v_.narrow(1, start, v.size(1)).copy_(v);
 }
 
-int64_t StandardLayerCache::bytes() const { return static_cast<int64_t>(k_.nbytes() + v_.nbytes()); }
+int64_t StandardLayerCache::bytes() const {
+  return static_cast<int64_t>(k_.nbytes() + v_.nbytes());
+}
 
 LatentLayerCache::LatentLayerCache(int64_t batch, int64_t max_len, int64_t latent_dim, int64_t rope_dim,
                                    const at::TensorOptions& o)
@@ -24,7 +26,9 @@ void LatentLayerCache::write(int64_t start, const at::Tensor& latent, const at::
   rope_key_.narrow(1, start, rope_key.size(1)).copy_(rope_key);
 }
 
-int64_t LatentLayerCache::bytes() const { return static_cast<int64_t>(latent_.nbytes() + rope_key_.nbytes()); }
+int64_t LatentLayerCache::bytes() const {
+  return static_cast<int64_t>(latent_.nbytes() + rope_key_.nbytes());
+}
 
 int64_t KvCache::bytes() const {
   int64_t total = 0;

@@ -42,12 +42,12 @@ at::Tensor LatentAttention::forward(const at::Tensor& x, int64_t start_pos, Laye
   const at::Tensor q_flat = config_.q_lora_rank == 0
                                 ? projection("q_proj")->forward(x)
                                 : projection("q_up")->forward(q_norm_->forward(projection("q_down")->forward(x)));
-  const at::Tensor q = q_flat.view({B, T, H, Dn + Dr});  // [B, T, H, Dn + Dr]
-  const at::Tensor q_nope = q.narrow(-1, 0, Dn);          // [B, T, H, Dn]
-  at::Tensor q_rope = q.narrow(-1, Dn, Dr);               // [B, T, H, Dr]
-  const at::Tensor kv = projection("kv_down")->forward(x);  // [B, T, Dc + Dr]
+  const at::Tensor q = q_flat.view({B, T, H, Dn + Dr});         // [B, T, H, Dn + Dr]
+  const at::Tensor q_nope = q.narrow(-1, 0, Dn);                // [B, T, H, Dn]
+  at::Tensor q_rope = q.narrow(-1, Dn, Dr);                     // [B, T, H, Dr]
+  const at::Tensor kv = projection("kv_down")->forward(x);      // [B, T, Dc + Dr]
   at::Tensor latent = kv_norm_->forward(kv.narrow(-1, 0, Dc));  // [B, T, Dc]
-  at::Tensor rope_key = kv.narrow(-1, Dc, Dr);                 // [B, T, Dr], one key shared by all heads
+  at::Tensor rope_key = kv.narrow(-1, Dc, Dr);                  // [B, T, Dr], one key shared by all heads
   if (config_.uses_rope() && Dr > 0) {
     q_rope = rope_apply_interleaved(q_rope, start_pos, config_.rope_theta);
     rope_key = rope_apply_interleaved(rope_key, start_pos, config_.rope_theta);
@@ -76,8 +76,8 @@ at::Tensor LatentAttention::attend_expanded(const at::Tensor& q_nope, const at::
   const int64_t Dv = config_.v_head_dim;
   const at::Tensor kv = projection("kv_up")->forward(latent).view({B, S, H, Dn + Dv});  // [B, S, H, Dn + Dv]
   const at::Tensor k = at::cat({kv.narrow(-1, 0, Dn), rope_key.unsqueeze(2).expand({B, S, H, Dr})}, -1);
-  const at::Tensor v = kv.narrow(-1, Dn, Dv);                 // [B, S, H, Dv]
-  const at::Tensor query = at::cat({q_nope, q_rope}, -1);     // [B, T, H, Dn + Dr]
+  const at::Tensor v = kv.narrow(-1, Dn, Dv);              // [B, S, H, Dv]
+  const at::Tensor query = at::cat({q_nope, q_rope}, -1);  // [B, T, H, Dn + Dr]
   const double dropout = is_training() ? config_.dropout : 0.0;
   const at::Tensor o = causal_attention(query.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                         1.0 / std::sqrt(static_cast<double>(Dn + Dr)), dropout);  // [B, H, T, Dv]
@@ -95,16 +95,16 @@ at::Tensor LatentAttention::attend_absorbed(const at::Tensor& q_nope, const at::
   const int64_t Dc = config_.kv_lora_rank;
   const auto up = projection("kv_up");
   const at::Tensor w = up->effective_weight().view({H, Dn + Dv, Dc});  // [H, Dn + Dv, Dc]
-  const at::Tensor w_key = w.narrow(1, 0, Dn);                          // [H, Dn, Dc]
-  const at::Tensor w_value = w.narrow(1, Dn, Dv);                       // [H, Dv, Dc]
+  const at::Tensor w_key = w.narrow(1, 0, Dn);                         // [H, Dn, Dc]
+  const at::Tensor w_value = w.narrow(1, Dn, Dv);                      // [H, Dv, Dc]
   // q_nope . (W_UK c + b_k) = (W_UK^T q_nope) . c + q_nope . b_k; the second term is the same for every key of a
   // query, so the softmax cancels it and the key bias can be dropped here.
-  const at::Tensor q_latent = at::einsum("bthn,hnc->bthc", {q_nope, w_key});                // [B, T, H, Dc]
-  const at::Tensor query = at::cat({q_latent, q_rope}, -1).transpose(1, 2);                 // [B, H, T, Dc + Dr]
-  const at::Tensor key = at::cat({latent, rope_key}, -1).unsqueeze(1);                      // [B, 1, S, Dc + Dr]
+  const at::Tensor q_latent = at::einsum("bthn,hnc->bthc", {q_nope, w_key});  // [B, T, H, Dc]
+  const at::Tensor query = at::cat({q_latent, q_rope}, -1).transpose(1, 2);   // [B, H, T, Dc + Dr]
+  const at::Tensor key = at::cat({latent, rope_key}, -1).unsqueeze(1);        // [B, 1, S, Dc + Dr]
   const at::Tensor o_latent = causal_attention(query, key, latent.unsqueeze(1),
                                                1.0 / std::sqrt(static_cast<double>(Dn + Dr)), 0.0);  // [B, H, T, Dc]
-  at::Tensor o = at::einsum("bhtc,hvc->bthv", {o_latent, w_value});  // [B, T, H, Dv]
+  at::Tensor o = at::einsum("bhtc,hvc->bthv", {o_latent, w_value});                                  // [B, T, H, Dv]
   if (up->bias().defined()) {
     // Attention weights sum to one, so the value bias passes through unchanged.
     o = o + up->bias().view({H, Dn + Dv}).narrow(1, Dn, Dv);

@@ -21,8 +21,8 @@ constexpr EnumNames<AttentionKind, 4> kAttentionNames{{{AttentionKind::kMha, "mh
                                                        {AttentionKind::kMla, "mla"}}};
 constexpr EnumNames<NormKind, 2> kNormNames{{{NormKind::kLayerNorm, "layernorm"}, {NormKind::kRmsNorm, "rmsnorm"}}};
 constexpr EnumNames<MlpKind, 2> kMlpNames{{{MlpKind::kGelu, "gelu"}, {MlpKind::kSwiglu, "swiglu"}}};
-constexpr EnumNames<PositionKind, 2> kPositionNames{{{PositionKind::kLearned, "learned"},
-                                                     {PositionKind::kRope, "rope"}}};
+constexpr EnumNames<PositionKind, 2> kPositionNames{
+    {{PositionKind::kLearned, "learned"}, {PositionKind::kRope, "rope"}}};
 
 template <typename Enum, size_t N>
 std::string_view name_of(const EnumNames<Enum, N>& names, Enum value) {
@@ -58,20 +58,38 @@ void require(bool ok, const std::string& message) {
 
 }  // namespace
 
-std::string_view to_string(AttentionKind kind) { return name_of(kAttentionNames, kind); }
-std::string_view to_string(NormKind kind) { return name_of(kNormNames, kind); }
-std::string_view to_string(MlpKind kind) { return name_of(kMlpNames, kind); }
-std::string_view to_string(PositionKind kind) { return name_of(kPositionNames, kind); }
-void parse_enum(std::string_view f, std::string_view t, AttentionKind& out) { parse_with(kAttentionNames, f, t, out); }
-void parse_enum(std::string_view f, std::string_view t, NormKind& out) { parse_with(kNormNames, f, t, out); }
-void parse_enum(std::string_view f, std::string_view t, MlpKind& out) { parse_with(kMlpNames, f, t, out); }
-void parse_enum(std::string_view f, std::string_view t, PositionKind& out) { parse_with(kPositionNames, f, t, out); }
+std::string_view to_string(AttentionKind kind) {
+  return name_of(kAttentionNames, kind);
+}
+std::string_view to_string(NormKind kind) {
+  return name_of(kNormNames, kind);
+}
+std::string_view to_string(MlpKind kind) {
+  return name_of(kMlpNames, kind);
+}
+std::string_view to_string(PositionKind kind) {
+  return name_of(kPositionNames, kind);
+}
+void parse_enum(std::string_view f, std::string_view t, AttentionKind& out) {
+  parse_with(kAttentionNames, f, t, out);
+}
+void parse_enum(std::string_view f, std::string_view t, NormKind& out) {
+  parse_with(kNormNames, f, t, out);
+}
+void parse_enum(std::string_view f, std::string_view t, MlpKind& out) {
+  parse_with(kMlpNames, f, t, out);
+}
+void parse_enum(std::string_view f, std::string_view t, PositionKind& out) {
+  parse_with(kPositionNames, f, t, out);
+}
 
 int64_t ModelConfig::qk_head_dim() const {
   return attention == AttentionKind::kMla ? qk_nope_head_dim + qk_rope_head_dim : head_dim();
 }
 
-int64_t ModelConfig::v_dim() const { return attention == AttentionKind::kMla ? v_head_dim : head_dim(); }
+int64_t ModelConfig::v_dim() const {
+  return attention == AttentionKind::kMla ? v_head_dim : head_dim();
+}
 
 void ModelConfig::resolve() {
   switch (attention) {

@@ -59,9 +59,9 @@ struct ModelConfig {
   // The checks alone, on a resolved config.
   void validate() const;
 
-  int64_t head_dim() const { return n_embd / n_head; }              // Dh, mha/gqa/mqa
-  int64_t qk_head_dim() const;                                       // width of q.k per head
-  int64_t v_dim() const;                                             // width of v per head
+  int64_t head_dim() const { return n_embd / n_head; }  // Dh, mha/gqa/mqa
+  int64_t qk_head_dim() const;                          // width of q.k per head
+  int64_t v_dim() const;                                // width of v per head
   bool uses_rope() const { return positions == PositionKind::kRope; }
 
   template <typename Visitor>
@@ -90,9 +90,8 @@ struct ModelConfig {
   }
   template <typename Visitor>
   void visit_fields(Visitor&& visit) const {
-    const_cast<ModelConfig*>(this)->visit_fields([&visit](std::string_view name, const auto& value) {
-      visit(name, value);
-    });
+    const_cast<ModelConfig*>(this)->visit_fields(
+        [&visit](std::string_view name, const auto& value) { visit(name, value); });
   }
 };
 

@@ -8,7 +8,9 @@
 
 namespace mlagpt::model {
 
-RmsNorm::RmsNorm(int64_t dim, double eps) : eps_(eps) { weight_ = register_parameter("weight", at::ones({dim})); }
+RmsNorm::RmsNorm(int64_t dim, double eps) : eps_(eps) {
+  weight_ = register_parameter("weight", at::ones({dim}));
+}
 
 at::Tensor RmsNorm::forward(const at::Tensor& x) {
   const at::ScalarType compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -24,7 +26,9 @@ LayerNorm::LayerNorm(int64_t dim, double eps, bool bias) : eps_(eps), dim_(dim) 
   }
 }
 
-at::Tensor LayerNorm::forward(const at::Tensor& x) { return at::layer_norm(x, {dim_}, weight_, bias_, eps_); }
+at::Tensor LayerNorm::forward(const at::Tensor& x) {
+  return at::layer_norm(x, {dim_}, weight_, bias_, eps_);
+}
 
 std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps, bool bias) {
   if (kind == NormKind::kRmsNorm) {

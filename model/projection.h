@@ -18,8 +18,8 @@ class Projection : public torch::nn::Module {
  public:
   Projection(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
   virtual at::Tensor forward(const at::Tensor& x) = 0;  // [..., in] -> [..., out]
-  virtual at::Tensor effective_weight() const = 0;       // [out, in]
-  virtual at::Tensor bias() const = 0;                   // [out], or undefined
+  virtual at::Tensor effective_weight() const = 0;      // [out, in]
+  virtual at::Tensor bias() const = 0;                  // [out], or undefined
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
 

@@ -17,7 +17,7 @@ at::Tensor rope_apply_interleaved(const at::Tensor& x, int64_t start_pos, double
   const int64_t D = x.size(-1);
   const auto f64 = at::TensorOptions().dtype(at::kDouble).device(x.device());
   const at::Tensor inverse_frequency = at::pow(theta, at::arange(0, D, 2, f64) / -static_cast<double>(D));  // [D/2]
-  const at::Tensor angles = at::outer(at::arange(start_pos, start_pos + T, f64), inverse_frequency);      // [T, D/2]
+  const at::Tensor angles = at::outer(at::arange(start_pos, start_pos + T, f64), inverse_frequency);        // [T, D/2]
   // Broadcast [T, D/2] over x's middle dims: [T, 1, ..., 1, D/2].
   std::vector<int64_t> shape{T};
   for (int64_t d = 2; d < x.dim() - 1; ++d) {
@@ -29,8 +29,8 @@ at::Tensor rope_apply_interleaved(const at::Tensor& x, int64_t start_pos, double
   std::vector<int64_t> pairs(x.sizes().begin(), x.sizes().end() - 1);
   pairs.push_back(D / 2);
   pairs.push_back(2);
-  const at::Tensor xp = x.reshape(pairs);                       // [B, T, ..., D/2, 2]
-  const at::Tensor even = xp.select(-1, 0);                     // [B, T, ..., D/2]
+  const at::Tensor xp = x.reshape(pairs);    // [B, T, ..., D/2, 2]
+  const at::Tensor even = xp.select(-1, 0);  // [B, T, ..., D/2]
   const at::Tensor odd = xp.select(-1, 1);
   return at::stack({even * cos - odd * sin, even * sin + odd * cos}, -1).flatten(-2);  // [B, T, ..., D]
 }

@@ -12,7 +12,8 @@ namespace mlagpt::monitoring {
 void setup_logging(int rank, const std::string& level) {
   const spdlog::level::level_enum parsed = spdlog::level::from_str(level);
   if (parsed == spdlog::level::off && level != "off") {
-    throw ConfigError(fmt::format("log level '{}' is not one of trace, debug, info, warn, error, critical, off", level));
+    throw ConfigError(
+        fmt::format("log level '{}' is not one of trace, debug, info, warn, error, critical, off", level));
   }
   auto logger = spdlog::stderr_color_mt(fmt::format("mlagpt-rank{}", rank));
   logger->set_pattern(fmt::format("[%H:%M:%S.%e] [rank {}] [%^%l%$] %v", rank));

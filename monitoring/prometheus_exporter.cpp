@@ -61,6 +61,8 @@ uint16_t PrometheusExporter::port() const {
   return static_cast<uint16_t>(ports.front());
 }
 
-std::string prometheus_cpp_version() { return MLAGPT_PROMETHEUS_CPP_VERSION; }
+std::string prometheus_cpp_version() {
+  return MLAGPT_PROMETHEUS_CPP_VERSION;
+}
 
 }  // namespace mlagpt::monitoring

@@ -13,13 +13,12 @@
 namespace mlagpt::trainer {
 
 std::string version_report() {
-  std::string text = fmt::format("mlagpt {} ({} build, {})\n", MLAGPT_VERSION, MLAGPT_BUILD_TYPE,
-                                 MLAGPT_COMPILER);
+  std::string text = fmt::format("mlagpt {} ({} build, {})\n", MLAGPT_VERSION, MLAGPT_BUILD_TYPE, MLAGPT_COMPILER);
   const auto line = [&text](const char* name, const std::string& value) {
     text += fmt::format("  {:<15} {}\n", name, value);
   };
-  line("LibTorch", fmt::format("{} (CUDA in LibTorch: {})", TORCH_VERSION,
-                               at::globalContext().hasCUDA() ? "yes" : "no"));
+  line("LibTorch",
+       fmt::format("{} (CUDA in LibTorch: {})", TORCH_VERSION, at::globalContext().hasCUDA() ? "yes" : "no"));
   line("CUDA", launch::cuda_summary());
   line("NCCL", launch::nccl_summary());
   line("MPI", launch::mpi_library_version());

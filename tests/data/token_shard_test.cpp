@@ -17,7 +17,9 @@ using mlagpt::testing::TempDir;
 
 namespace {
 
-ShardInfo info(int64_t vocab) { return {vocab, vocab - 1, "byte", std::string(64, 'a')}; }
+ShardInfo info(int64_t vocab) {
+  return {vocab, vocab - 1, "byte", std::string(64, 'a')};
+}
 
 void write_shard(const std::filesystem::path& path, int64_t vocab, const std::vector<std::vector<int32_t>>& docs) {
   int64_t total = 0;

@@ -6,7 +6,9 @@
 
 namespace {
 
-int fails_with(int code) { return code; }
+int fails_with(int code) {
+  return code;
+}
 
 }  // namespace
 

@@ -21,7 +21,9 @@ class MpiCommunicatorTest : public testing::Test {
   int size = comm.size();
 };
 
-TEST_F(MpiCommunicatorTest, RunsUnderMpiexecWithSeveralRanks) { EXPECT_GE(size, 2); }
+TEST_F(MpiCommunicatorTest, RunsUnderMpiexecWithSeveralRanks) {
+  EXPECT_GE(size, 2);
+}
 
 TEST_F(MpiCommunicatorTest, AllReduceSumsRankDependentValuesExactly) {
   // Rank r contributes (r + 1) * [0, 1, ..., 9] + r; the sum is S * i + R(R-1)/2 with S = R(R+1)/2.

@@ -2,15 +2,15 @@
 // LowRankLinear standing in for a dense projection, and configuration errors.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/allclose.h>
-#include <ATen/ops/randint.h>
 #include <ATen/ops/linalg_svd.h>
+#include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <complex>
 #include <cmath>
+#include <complex>
 
 #include "launch/error.h"
 #include "model/rope.h"
@@ -106,8 +106,8 @@ TEST(Rope, InterleavedPairsMatchComplexRotation) {
           const double angle = static_cast<double>(start + t) * std::pow(theta, -2.0 * i / 8.0);
           const std::complex<double> z =
               std::complex<double>(in[b][t][h][2 * i], in[b][t][h][2 * i + 1]) * std::polar(1.0, angle);
-          worst = std::max({worst, std::abs(z.real() - out[b][t][h][2 * i]),
-                            std::abs(z.imag() - out[b][t][h][2 * i + 1])});
+          worst =
+              std::max({worst, std::abs(z.real() - out[b][t][h][2 * i]), std::abs(z.imag() - out[b][t][h][2 * i + 1])});
         }
       }
     }
@@ -124,8 +124,8 @@ TEST(LowRankLinear, StandsInForADenseProjection) {
   const auto dense = attention.projection("o_proj");
   // Exact factorization at full rank: W = (U S) V^T with A = V^T [r, in], B = U S [out, r].
   const auto [u, s, vh] = at::linalg_svd(dense->effective_weight().detach(), /*full_matrices=*/false);
-  auto low_rank = std::make_shared<mlagpt::model::LowRankLinear>(dense->in_features(), dense->out_features(),
-                                                                 s.size(0), false);
+  auto low_rank =
+      std::make_shared<mlagpt::model::LowRankLinear>(dense->in_features(), dense->out_features(), s.size(0), false);
   {
     const c10::NoGradGuard no_grad;
     low_rank->weight_a().copy_(vh);

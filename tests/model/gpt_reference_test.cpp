@@ -31,8 +31,8 @@ TEST_P(GptReference, LogitsLossAndGradientsMatchPyTorch) {
   at::manual_seed(0);
   const File file = File::open(fixture_path(GetParam()));
   ASSERT_EQ(file.string_attribute("format"), "mlagpt.reference_fixture");
-  const auto config = mlagpt::model::model_config_from_json(nlohmann::json::parse(file.string_attribute("config")),
-                                                            file.path());
+  const auto config =
+      mlagpt::model::model_config_from_json(nlohmann::json::parse(file.string_attribute("config")), file.path());
   mlagpt::model::Gpt model(config);
   {
     const c10::NoGradGuard no_grad;
@@ -69,16 +69,16 @@ TEST_P(GptReference, LogitsLossAndGradientsMatchPyTorch) {
     // Gradients that vanish in exact arithmetic (k_proj.bias: a constant added to every score of a query cancels
     // in the softmax) are compared in absolute terms against the size of the loss.
     const bool vanishing = reference.abs().max().item<double>() < 1e-9;
-    const double error = vanishing ? item.value().grad().abs().max().item<double>()
-                                   : relative_error(item.value().grad(), reference);
+    const double error =
+        vanishing ? item.value().grad().abs().max().item<double>() : relative_error(item.value().grad(), reference);
     EXPECT_LE(error, kTolerance) << item.key() << (vanishing ? " (absolute)" : "");
     if (!vanishing && error > worst_gradient) {
       worst_gradient = error;
       worst_name = item.key();
     }
   }
-  std::printf("[reference %s] relative error: logits %.2e, loss %.2e, worst gradient %.2e (%s)\n",
-              GetParam().c_str(), logits_error, loss_error, worst_gradient, worst_name.c_str());
+  std::printf("[reference %s] relative error: logits %.2e, loss %.2e, worst gradient %.2e (%s)\n", GetParam().c_str(),
+              logits_error, loss_error, worst_gradient, worst_name.c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(AllVariants, GptReference,

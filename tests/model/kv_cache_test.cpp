@@ -22,8 +22,7 @@ namespace {
 constexpr double kTolerance = 1e-4;
 
 // Runs idx through the cache in chunks of the given sizes and concatenates the logits.
-at::Tensor decode_in_chunks(Gpt& model, const at::Tensor& idx, const std::vector<int64_t>& chunks,
-                            MlaDecodeMode mode) {
+at::Tensor decode_in_chunks(Gpt& model, const at::Tensor& idx, const std::vector<int64_t>& chunks, MlaDecodeMode mode) {
   auto cache = model.make_cache(idx.size(0), idx.size(1), at::TensorOptions().dtype(at::kFloat), mode);
   std::vector<at::Tensor> logits;
   int64_t at = 0;
@@ -84,8 +83,8 @@ TEST(KvCache, HoldsWhatEachVariantCaches) {
     Gpt model(c);
     const auto cache = model.make_cache(batch, max_len, at::TensorOptions().dtype(at::kFloat));
     // Values per token per layer: MHA 2 H Dh, GQA 2 Hkv Dh, MQA 2 Dh, MLA Dc + Dr.
-    const int64_t per_token = kind == AttentionKind::kMla ? c.kv_lora_rank + c.qk_rope_head_dim
-                                                          : 2 * c.n_kv_head * c.head_dim();
+    const int64_t per_token =
+        kind == AttentionKind::kMla ? c.kv_lora_rank + c.qk_rope_head_dim : 2 * c.n_kv_head * c.head_dim();
     EXPECT_EQ(cache.bytes(), per_token * c.n_layer * batch * max_len * 4) << mlagpt::model::to_string(kind);
   }
 }

@@ -1,8 +1,8 @@
 #include "support/temp_dir.h"
 
+#include <sys/wait.h>
 #include <cstdio>
 #include <memory>
-#include <sys/wait.h>
 
 namespace mlagpt::testing {
 
