@@ -46,12 +46,12 @@ struct ModelConfig {
   bool bias = false;
   double dropout = 0.0;
   bool tie_embeddings = true;
-  // MLA only (DeepSeek-V2 names).
+  // MLA only (DeepSeek-V2 names); the defaults make the default config (128 wide, 4 heads) a valid MLA model.
   int64_t q_lora_rank = 0;  // 0 = no query compression
-  int64_t kv_lora_rank = 0;
-  int64_t qk_nope_head_dim = 0;
-  int64_t qk_rope_head_dim = 0;
-  int64_t v_head_dim = 0;
+  int64_t kv_lora_rank = 64;
+  int64_t qk_nope_head_dim = 32;
+  int64_t qk_rope_head_dim = 16;
+  int64_t v_head_dim = 32;
 
   // Fills the 0 = "derived" fields (n_kv_head, mlp_hidden) and checks every rule; throws ConfigError that names
   // the rule and the values. Idempotent.

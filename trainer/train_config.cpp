@@ -1,0 +1,149 @@
+#include "trainer/train_config.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+#include "launch/error.h"
+#include "trainer/config_file.h"
+
+namespace mlagpt::trainer {
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) {
+    throw ConfigError(message);
+  }
+}
+
+void require_one_of(const std::string& field, const std::string& value, const std::set<std::string>& accepted) {
+  if (accepted.count(value) == 0) {
+    std::string names;
+    for (const auto& name : accepted) {
+      names += fmt::format("{}{}", names.empty() ? "" : ", ", name);
+    }
+    throw ConfigError(fmt::format("{} = '{}' is not one of {}", field, value, names));
+  }
+}
+
+// Applies one value to the section it names.
+void apply(TrainConfig& config, const ConfigValue& value) {
+  if (value.section.empty()) {
+    throw ConfigError(fmt::format("{}: a key outside any [section]", value.where));
+  }
+  bool found = false;
+  std::string sections;
+  config.visit_sections([&](std::string_view name, auto& section) {
+    sections += fmt::format("{}{}", sections.empty() ? "" : ", ", name);
+    if (name == value.section) {
+      found = true;
+      apply_value(value, section);
+    }
+  });
+  if (!found) {
+    throw ConfigError(fmt::format("{}: unknown section [{}] (sections: {})", value.where, value.section, sections));
+  }
+}
+
+}  // namespace
+
+void TrainConfig::resolve() {
+  model.resolve();
+  require_one_of("run.device", run.device, {"auto", "cpu", "cuda"});
+  require_one_of("run.dtype", run.dtype, {"auto", "float32", "bfloat16"});
+  require(run.threads >= 0, fmt::format("run.threads must be >= 0 (0 = all cores), got {}", run.threads));
+  require(run.max_steps > 0, fmt::format("run.max_steps must be positive, got {}", run.max_steps));
+  require(run.log_every > 0, fmt::format("run.log_every must be positive, got {}", run.log_every));
+  require(run.max_bad_steps > 0, fmt::format("run.max_bad_steps must be positive, got {}", run.max_bad_steps));
+  require(!run.out_dir.empty(), "run.out_dir must not be empty");
+  require(!data.dir.empty(), "data.dir is required: a dataset directory written by `mlagpt prepare`");
+  require(data.batch_size > 0, fmt::format("data.batch_size must be positive, got {}", data.batch_size));
+  require(data.seq_len >= 0 && data.seq_len <= model.block_size,
+          fmt::format("data.seq_len ({}) must be in [0, model.block_size ({})] (0 = block_size)", data.seq_len,
+                      model.block_size));
+  require(data.prefetch > 0, fmt::format("data.prefetch must be positive, got {}", data.prefetch));
+  require(optim.lr > 0, fmt::format("optim.lr must be positive, got {}", optim.lr));
+  require(optim.weight_decay >= 0, fmt::format("optim.weight_decay must be >= 0, got {}", optim.weight_decay));
+  require(optim.beta1 >= 0 && optim.beta1 < 1, fmt::format("optim.beta1 must be in [0, 1), got {}", optim.beta1));
+  require(optim.beta2 >= 0 && optim.beta2 < 1, fmt::format("optim.beta2 must be in [0, 1), got {}", optim.beta2));
+  require(optim.eps > 0, fmt::format("optim.eps must be positive, got {}", optim.eps));
+  require(optim.grad_clip >= 0, fmt::format("optim.grad_clip must be >= 0 (0 = off), got {}", optim.grad_clip));
+  require(optim.grad_accum > 0, fmt::format("optim.grad_accum must be positive, got {}", optim.grad_accum));
+  require(schedule.warmup_steps >= 0, fmt::format("schedule.warmup_steps must be >= 0, got {}", schedule.warmup_steps));
+  require(schedule.decay_steps >= 0, fmt::format("schedule.decay_steps must be >= 0, got {}", schedule.decay_steps));
+  require(decay_steps() >= schedule.warmup_steps,
+          fmt::format("the cosine decay ends at step {} (schedule.decay_steps or run.max_steps), before the warmup "
+                      "(schedule.warmup_steps = {}) does",
+                      decay_steps(), schedule.warmup_steps));
+  require(schedule.min_lr >= 0 && schedule.min_lr <= optim.lr,
+          fmt::format("schedule.min_lr ({}) must be in [0, optim.lr ({})]", schedule.min_lr, optim.lr));
+  require(eval.every >= 0, fmt::format("eval.every must be >= 0 (0 = never), got {}", eval.every));
+  require(eval.batches > 0, fmt::format("eval.batches must be positive, got {}", eval.batches));
+  require(eval.sample_tokens >= 0, fmt::format("eval.sample_tokens must be >= 0, got {}", eval.sample_tokens));
+  require(checkpoint.every >= 0,
+          fmt::format("checkpoint.every must be >= 0 (0 = at the end), got {}", checkpoint.every));
+  require(checkpoint.keep >= 1, fmt::format("checkpoint.keep must be at least 1, got {}", checkpoint.keep));
+  require_one_of("monitoring.log_level", monitoring.log_level,
+                 {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  require(monitoring.peak_flops >= 0, fmt::format("monitoring.peak_flops must be >= 0, got {}", monitoring.peak_flops));
+}
+
+std::filesystem::path TrainConfig::checkpoint_dir() const {
+  return checkpoint.dir.empty() ? std::filesystem::path(run.out_dir) / "checkpoints"
+                                : std::filesystem::path(checkpoint.dir);
+}
+
+TrainConfig read_train_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
+  TrainConfig config;
+  if (!file.empty()) {
+    for (const ConfigValue& value : read_config_values(file)) {
+      apply(config, value);
+    }
+  }
+  for (const ConfigValue& value : parse_overrides(overrides)) {
+    apply(config, value);
+  }
+  try {
+    config.resolve();
+  } catch (const ConfigError& e) {
+    throw ConfigError(file.empty() ? std::string(e.what()) : fmt::format("{}: {}", file.string(), e.what()));
+  }
+  return config;
+}
+
+nlohmann::json to_json(const TrainConfig& config) {
+  nlohmann::json json = nlohmann::json::object();
+  const_cast<TrainConfig&>(config).visit_sections([&json](std::string_view name, auto& section) {
+    using Section = std::decay_t<decltype(section)>;
+    if constexpr (std::is_same_v<Section, model::ModelConfig>) {
+      json[std::string(name)] = model::to_json(section);
+    } else {
+      nlohmann::json fields = nlohmann::json::object();
+      section.visit_fields([&fields](std::string_view key, const auto& value) { fields[std::string(key)] = value; });
+      json[std::string(name)] = fields;
+    }
+  });
+  return json;
+}
+
+TrainConfig train_config_from_json(const nlohmann::json& json, std::string_view source) {
+  if (!json.is_object()) {
+    throw ConfigError(fmt::format("{}: the config must be a JSON object", source));
+  }
+  // Through the same typed assignment as files and overrides: each JSON value becomes the text a TOML file holds.
+  TrainConfig config;
+  for (const auto& [section, fields] : json.items()) {
+    if (!fields.is_object()) {
+      throw ConfigError(fmt::format("{}: [{}] must be an object", source, section));
+    }
+    for (const auto& [key, value] : fields.items()) {
+      const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+      apply(config, ConfigValue{section, key, text, fmt::format("{}: [{}] {}", source, section, key)});
+    }
+  }
+  config.resolve();
+  return config;
+}
+
+}  // namespace mlagpt::trainer
