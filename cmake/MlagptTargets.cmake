@@ -12,7 +12,7 @@ endif()
 
 function(mlagpt_target_defaults target)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-unused-parameter ${MLAGPT_TORCH_CXX_FLAGS}>
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wno-unused-parameter -Wno-missing-field-initializers ${MLAGPT_TORCH_CXX_FLAGS}>
     $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${MLAGPT_WARNINGS_AS_ERRORS}>>:-Werror>
     $<$<COMPILE_LANGUAGE:CXX>:${MLAGPT_SANITIZER_FLAGS}>)
   target_link_options(${target} PRIVATE ${MLAGPT_SANITIZER_FLAGS})

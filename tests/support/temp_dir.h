@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -29,6 +30,9 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The whole response (headers and body) of `GET path` from 127.0.0.1:port over HTTP/1.0; "" when unreachable.
+std::string http_get(uint16_t port, const std::string& path);
 
 // Runs a shell command and returns its standard output (and its exit status through `status`).
 std::string run_command(const std::string& command, int* status = nullptr);

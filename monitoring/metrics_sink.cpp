@@ -1,0 +1,101 @@
+#include "monitoring/metrics_sink.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "launch/error.h"
+
+namespace mlagpt::monitoring {
+
+JsonlSink::JsonlSink(const std::filesystem::path& path) : path_(path) {
+  if (path.has_parent_path()) {
+    std::filesystem::create_directories(path.parent_path());
+  }
+  out_.open(path, std::ios::app);
+  if (!out_) {
+    throw IoError(fmt::format("metrics: cannot open {} for appending", path.string()));
+  }
+}
+
+void JsonlSink::record(const StepMetrics& m) {
+  nlohmann::json line = {{"kind", "train"},
+                         {"step", m.step},
+                         {"loss", m.loss},
+                         {"lr", m.learning_rate},
+                         {"grad_norm", m.grad_norm},
+                         {"step_seconds", m.step_seconds},
+                         {"tokens", m.tokens},
+                         {"tokens_per_second", m.tokens_per_second},
+                         {"skipped_steps_total", m.skipped_steps_total}};
+  if (m.mfu) {
+    line["mfu"] = *m.mfu;
+  }
+  out_ << line.dump() << '\n' << std::flush;
+}
+
+void JsonlSink::record(const EvalMetrics& m) {
+  out_ << nlohmann::json{{"kind", "eval"}, {"step", m.step}, {"val_loss", m.loss}, {"val_perplexity", m.perplexity}}
+              .dump()
+       << '\n'
+       << std::flush;
+}
+
+namespace {
+
+prometheus::Gauge* gauge(prometheus::Registry& registry, const std::string& name, const std::string& help,
+                         const std::string& rank) {
+  return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({{"rank", rank}});
+}
+
+prometheus::Counter* counter(prometheus::Registry& registry, const std::string& name, const std::string& help,
+                             const std::string& rank) {
+  return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({{"rank", rank}});
+}
+
+}  // namespace
+
+PrometheusSink::PrometheusSink(prometheus::Registry& registry, int rank_number) {
+  const std::string rank = std::to_string(rank_number);
+  step_ = gauge(registry, "mlagpt_train_step", "Optimizer steps completed", rank);
+  loss_ = gauge(registry, "mlagpt_train_loss", "Training loss of the last step (nats per token)", rank);
+  learning_rate_ = gauge(registry, "mlagpt_learning_rate", "Learning rate of the last step", rank);
+  grad_norm_ = gauge(registry, "mlagpt_grad_norm", "Global gradient norm of the last step, before clipping", rank);
+  step_seconds_ = gauge(registry, "mlagpt_step_seconds", "Wall time of the last step", rank);
+  tokens_per_second_ = gauge(registry, "mlagpt_tokens_per_second", "Training throughput of the last step", rank);
+  mfu_ = gauge(registry, "mlagpt_mfu_ratio", "Model FLOPs utilization of the last step (GPU)", rank);
+  tokens_ = counter(registry, "mlagpt_tokens_total", "Training tokens processed", rank);
+  steps_ = counter(registry, "mlagpt_steps_total", "Optimizer steps taken by this process", rank);
+  skipped_ = gauge(registry, "mlagpt_skipped_steps", "Steps skipped for a non-finite loss or gradient", rank);
+  eval_loss_ = gauge(registry, "mlagpt_eval_loss", "Validation loss of the last evaluation", rank);
+}
+
+void PrometheusSink::record(const StepMetrics& m) {
+  step_->Set(static_cast<double>(m.step));
+  loss_->Set(m.loss);
+  learning_rate_->Set(m.learning_rate);
+  grad_norm_->Set(m.grad_norm);
+  step_seconds_->Set(m.step_seconds);
+  tokens_per_second_->Set(m.tokens_per_second);
+  if (m.mfu) {
+    mfu_->Set(*m.mfu);
+  }
+  tokens_->Increment(static_cast<double>(m.tokens));
+  steps_->Increment();
+  skipped_->Set(static_cast<double>(m.skipped_steps_total));
+}
+
+void PrometheusSink::record(const EvalMetrics& m) { eval_loss_->Set(m.loss); }
+
+void MetricsFanout::record(const StepMetrics& metrics) {
+  for (auto& sink : sinks_) {
+    sink->record(metrics);
+  }
+}
+
+void MetricsFanout::record(const EvalMetrics& metrics) {
+  for (auto& sink : sinks_) {
+    sink->record(metrics);
+  }
+}
+
+}  // namespace mlagpt::monitoring

@@ -1,0 +1,90 @@
+// Metrics of training, through one sink interface with two implementations: JsonlSink appends one JSON object per
+// record to RUN/metrics.jsonl (the file a plotting script reads; flushed per line, so a killed run loses nothing
+// already logged), and PrometheusSink updates gauges and counters that the exporter serves at /metrics.
+// Metric names follow DESIGN.md: prefix mlagpt_, base units, _total on counters, _seconds, _ratio; never a step
+// label (the step is itself a gauge). Sinks are called from the training thread only.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlagpt::monitoring {
+
+struct StepMetrics {
+  int64_t step = 0;
+  double loss = 0;
+  double learning_rate = 0;
+  double grad_norm = 0;
+  double step_seconds = 0;
+  int64_t tokens = 0;  // tokens processed by this step, all ranks
+  double tokens_per_second = 0;
+  std::optional<double> mfu;  // model FLOPs utilization, on GPU
+  int64_t skipped_steps_total = 0;
+};
+
+struct EvalMetrics {
+  int64_t step = 0;
+  double loss = 0;
+  double perplexity = 0;
+};
+
+class MetricsSink {
+ public:
+  virtual ~MetricsSink() = default;
+  virtual void record(const StepMetrics& metrics) = 0;
+  virtual void record(const EvalMetrics& metrics) = 0;
+};
+
+class JsonlSink final : public MetricsSink {
+ public:
+  // Appends to `path` (a resumed run continues the same file); creates parent directories.
+  explicit JsonlSink(const std::filesystem::path& path);
+  void record(const StepMetrics& metrics) override;
+  void record(const EvalMetrics& metrics) override;
+
+ private:
+  std::filesystem::path path_;
+  std::ofstream out_;
+};
+
+class PrometheusSink final : public MetricsSink {
+ public:
+  PrometheusSink(prometheus::Registry& registry, int rank);
+  void record(const StepMetrics& metrics) override;
+  void record(const EvalMetrics& metrics) override;
+
+ private:
+  prometheus::Gauge* step_;
+  prometheus::Gauge* loss_;
+  prometheus::Gauge* learning_rate_;
+  prometheus::Gauge* grad_norm_;
+  prometheus::Gauge* step_seconds_;
+  prometheus::Gauge* tokens_per_second_;
+  prometheus::Gauge* mfu_;
+  prometheus::Counter* tokens_;
+  prometheus::Counter* steps_;
+  prometheus::Gauge* skipped_;
+  prometheus::Gauge* eval_loss_;
+};
+
+// Forwards every record to each of several sinks.
+class MetricsFanout final : public MetricsSink {
+ public:
+  void add(std::unique_ptr<MetricsSink> sink) { sinks_.push_back(std::move(sink)); }
+  void record(const StepMetrics& metrics) override;
+  void record(const EvalMetrics& metrics) override;
+
+ private:
+  std::vector<std::unique_ptr<MetricsSink>> sinks_;
+};
+
+}  // namespace mlagpt::monitoring
