@@ -233,6 +233,10 @@ Dataset File::create_dataset(const std::string& name, const std::vector<uint64_t
                    : MLAGPT_HDF5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), context),
                H5Sclose);
   Handle create_plist(MLAGPT_HDF5_CHECK(H5Pcreate(H5P_DATASET_CREATE), context), H5Pclose);
+  // HDF5 stamps every object header with its creation and modification times by default, so the same data written
+  // a second later gives different bytes; without them, files are byte-for-byte reproducible (`prepare` relies
+  // on it, and checksums in manifests stay meaningful).
+  MLAGPT_HDF5_CHECK(H5Pset_obj_track_times(create_plist.get(), false), context);
   if (!chunk.empty()) {
     const std::vector<hsize_t> chunk_dims(chunk.begin(), chunk.end());
     MLAGPT_HDF5_CHECK(H5Pset_chunk(create_plist.get(), static_cast<int>(chunk_dims.size()), chunk_dims.data()),

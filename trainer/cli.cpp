@@ -1,9 +1,12 @@
 #include "trainer/cli.h"
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 #include <iostream>
 
+#include "data/prepare.h"
+#include "launch/error.h"
 #include "launch/runtime.h"
 #include "trainer/model_info.h"
 #include "trainer/version_report.h"
@@ -38,6 +41,38 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
     if (runtime.info().rank == 0) {
       std::cout << report << std::flush;
     }
+  });
+
+  CLI::App* prepare = app.add_subcommand(
+      "prepare", "Tokenize text files into HDF5 token shards, a tokenizer model and dataset.json (see data/prepare.h)");
+  data::PrepareConfig prepare_config;
+  std::string out_dir;
+  prepare->add_option("--input", prepare_config.inputs,
+                      "Files, directories (read recursively) or globs of plain text, or .jsonl with a \"text\" field; "
+                      "default: the fortune files of Debian's fortunes package");
+  prepare->add_option("--tokenizer", prepare_config.tokenizer, "byte, char or bpe")->required();
+  prepare->add_option("--vocab-size", prepare_config.vocab_size,
+                      "Vocabulary size of the bpe tokenizer (required for bpe)");
+  prepare->add_option("--out", out_dir, "Directory to write the dataset into")->required();
+  prepare->add_option("--shard-tokens", prepare_config.shard_tokens, "Tokens per shard")->capture_default_str();
+  prepare->add_option("--val-fraction", prepare_config.val_fraction, "Expected fraction of documents in val")
+      ->capture_default_str();
+  prepare->add_option("--seed", prepare_config.seed, "Seed of the train/val split")->capture_default_str();
+  prepare->add_option("--threads", prepare_config.threads, "Tokenizing threads (default: all cores)");
+  prepare->add_flag("--split-on-percent", prepare_config.split_on_percent,
+                    "Plain-text inputs are fortune files: lines holding just \"%\" separate documents (always on for "
+                    "the default corpus)");
+  prepare->add_flag("--force", prepare_config.force, "Replace a different dataset already in --out");
+  prepare->callback([&] {
+    if (runtime.info().world_size > 1) {
+      throw ConfigError(
+          fmt::format("prepare runs as one process (it uses every core itself); run it without "
+                      "mpirun (world size here: {})",
+                      runtime.info().world_size));
+    }
+    prepare_config.out = out_dir;
+    // The summary and throughput go to the log; stdout gets the manifest's path, for scripts.
+    std::cout << data::prepare_dataset(prepare_config).manifest_path.string() << "\n" << std::flush;
   });
 
   // CLI11 reports a mistyped command as "A subcommand is required"; name it instead.
