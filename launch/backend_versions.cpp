@@ -68,10 +68,22 @@ int cuda_device_count() {
   return devices;
 }
 
+std::string cuda_device_name(int device) {
+  cudaDeviceProp properties{};
+  if (cudaGetDeviceProperties(&properties, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return properties.name;
+}
+
 #else
 
 int cuda_device_count() {
   return 0;
+}
+std::string cuda_device_name(int /*device*/) {
+  return "";
 }
 std::string cuda_summary() {
   return "not built with CUDA";

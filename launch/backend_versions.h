@@ -13,5 +13,7 @@ std::string cuda_summary();
 std::string nccl_summary();
 // CUDA devices visible to this process; 0 without a driver, without devices, or in a build without CUDA.
 int cuda_device_count();
+// The CUDA device's name ("NVIDIA H100 80GB HBM3"), or "" without CUDA or such a device.
+std::string cuda_device_name(int device);
 
 }  // namespace mlagpt::launch

@@ -8,6 +8,7 @@
 #include "data/prepare.h"
 #include "launch/error.h"
 #include "launch/runtime.h"
+#include "trainer/commands.h"
 #include "trainer/model_info.h"
 #include "trainer/version_report.h"
 
@@ -15,7 +16,8 @@ namespace mlagpt::trainer {
 
 int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   CLI::App app{"mlagpt: train GPT models with Multi-head Latent Attention on CPUs and GPUs", "mlagpt"};
-  app.set_version_flag("--version", [] { return version_report(); }, "Print the versions built with and run with");
+  app.set_version_flag(
+      "--version", [] { return version_report(); }, "Print the versions built with and run with");
   app.require_subcommand(1);
 
   CLI::App* version = app.add_subcommand("version", "Print the versions built with and run with");
@@ -73,6 +75,50 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
     prepare_config.out = out_dir;
     // The summary and throughput go to the log; stdout gets the manifest's path, for scripts.
     std::cout << data::prepare_dataset(prepare_config).manifest_path.string() << "\n" << std::flush;
+  });
+
+  CLI::App* train = app.add_subcommand("train", "Train a model: mlagpt train --config FILE [--section.key=value ...]");
+  TrainOptions train_options;
+  train->add_option("--config", train_options.config, "TOML file with [run], [model], [data], [optim], ... tables");
+  train->add_option("--resume", train_options.resume,
+                    "'auto' (the newest complete checkpoint, or a fresh start) or a checkpoint directory");
+  // Everything else is an override of one config field: --optim.lr=3e-4 or --optim.lr 3e-4.
+  train->allow_extras();
+  train->callback([&] {
+    train_options.overrides = train->remaining();
+    run_train(train_options, runtime);
+  });
+
+  CLI::App* eval = app.add_subcommand("eval", "Validation loss and perplexity of a checkpoint");
+  EvalOptions eval_options;
+  eval->add_option("--ckpt", eval_options.checkpoint, "A checkpoint step directory, or a checkpoint directory")
+      ->required();
+  eval->add_option("--data", eval_options.data_dir, "Dataset directory (default: the one trained on)");
+  eval->add_option("--batches", eval_options.batches, "Validation batches (default: the whole split)");
+  eval->add_option("--device", eval_options.device, "auto, cpu or cuda")->capture_default_str();
+  eval->callback([&] { run_eval(eval_options, runtime, std::cout); });
+
+  CLI::App* sample = app.add_subcommand("sample", "Generate text from a checkpoint, streamed as it is produced");
+  SampleOptions sample_options;
+  std::string mode = "absorbed";
+  sample->add_option("--ckpt", sample_options.checkpoint, "A checkpoint step directory, or a checkpoint directory")
+      ->required();
+  sample->add_option("--data", sample_options.data_dir, "Dataset directory with the tokenizer (default: trained on)");
+  sample->add_option("--prompt", sample_options.prompt, "Text to continue (default: a new document)");
+  sample->add_option("--max-new-tokens", sample_options.max_new_tokens)->capture_default_str();
+  sample->add_option("--temperature", sample_options.temperature, "0 = greedy")->capture_default_str();
+  sample->add_option("--top-k", sample_options.top_k, "0 = off")->capture_default_str();
+  sample->add_option("--top-p", sample_options.top_p, "1 = off")->capture_default_str();
+  sample->add_option("--seed", sample_options.seed)->capture_default_str();
+  sample->add_option("--mla-mode", mode, "MLA decoding: absorbed or naive")
+      ->check(CLI::IsMember({"absorbed", "naive"}))
+      ->capture_default_str();
+  sample->add_option("--device", sample_options.device, "auto, cpu or cuda")->capture_default_str();
+  sample->callback([&] {
+    sample_options.mode = mode == "naive" ? model::MlaDecodeMode::kNaive : model::MlaDecodeMode::kAbsorbed;
+    if (runtime.info().rank == 0) {
+      run_sample(sample_options, runtime, std::cout);
+    }
   });
 
   // CLI11 reports a mistyped command as "A subcommand is required"; name it instead.

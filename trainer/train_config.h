@@ -76,7 +76,7 @@ struct OptimConfig {
 };
 
 struct ScheduleConfig {
-  int64_t warmup_steps = 100;  // linear warmup from 0 to optim.lr
+  int64_t warmup_steps = 100;  // linear warmup: step s (from 0) gets optim.lr * (s + 1) / warmup_steps
   int64_t decay_steps = 0;     // cosine decay to min_lr ends here; 0 = run.max_steps
   double min_lr = 6e-5;
   template <typename V>

@@ -1,0 +1,126 @@
+// Killing `mlagpt train` with SIGKILL at random moments, most of them inside a checkpoint write (one is written
+// every step), never leaves a checkpoint that `--resume auto` would pick and then fail to load; and the run, resumed
+// after every kill, still finishes.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "data/prepare.h"
+#include "launch/communicator.h"
+#include "support/temp_dir.h"
+#include "trainer/checkpointer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+pid_t spawn(const std::vector<std::string>& arguments, const fs::path& log) {
+  std::fflush(nullptr);  // or the child would write this process's buffered output again
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (const auto& argument : arguments) {
+      argv.push_back(const_cast<char*>(argument.c_str()));
+    }
+    argv.push_back(nullptr);
+    freopen(log.c_str(), "a", stderr);
+    freopen(log.c_str(), "a", stdout);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+TEST(CheckpointKill, RandomKillsNeverLeaveAnUnloadableLatestCheckpoint) {
+  mlagpt::testing::TempDir dir;
+  fs::create_directories(dir / "text");
+  {
+    std::ofstream out(dir / "text" / "corpus.txt");
+    for (int i = 0; i < 400; ++i) {
+      out << "line " << i << " of a small corpus for the kill test.\n";
+    }
+  }
+  mlagpt::data::PrepareConfig prepare;
+  prepare.inputs = {(dir / "text").string()};
+  prepare.tokenizer = "byte";
+  prepare.out = dir / "data";
+  prepare.val_fraction = 0;  // one document; this test evaluates nothing
+  prepare.threads = 1;
+  mlagpt::data::prepare_dataset(prepare);
+
+  // Runs that would go on for a long time (killed), then one that finishes a few steps after the last checkpoint.
+  const auto command = [&](int64_t max_steps) -> std::vector<std::string> {
+    return {MLAGPT_EXECUTABLE,
+            "train",
+            "--resume",
+            "auto",
+            "--run.out_dir=" + (dir / "run").string(),
+            "--run.device=cpu",
+            "--run.threads=1",
+            "--run.max_steps=" + std::to_string(max_steps),
+            "--data.dir=" + (dir / "data").string(),
+            "--data.batch_size=2",
+            "--data.seq_len=32",
+            "--model.vocab_size=257",
+            "--model.block_size=32",
+            "--model.n_layer=2",
+            "--model.n_embd=64",
+            "--model.n_head=4",
+            "--model.kv_lora_rank=32",
+            "--model.qk_nope_head_dim=16",
+            "--model.qk_rope_head_dim=8",
+            "--model.v_head_dim=16",
+            "--schedule.warmup_steps=5",
+            "--schedule.decay_steps=100",
+            "--eval.every=0",
+            "--checkpoint.every=1",
+            "--checkpoint.keep=2"};
+  };
+  std::mt19937 random(12345);
+  std::uniform_int_distribution<int> delay_ms(400, 1600);
+  mlagpt::launch::LocalCommunicator local;
+  int kills = 0;
+  std::string last_step;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    const pid_t pid = spawn(command(100000), dir / "train.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(random)));
+    if (kill(pid, SIGKILL) == 0) {
+      ++kills;
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    // Whatever auto picks now must load completely.
+    const auto found = mlagpt::trainer::Checkpointer(dir / "run" / "checkpoints", 2, local).find("auto");
+    if (found) {
+      std::printf("[kill %d] auto picks %s\n", attempt, found->filename().c_str());
+      EXPECT_GE(found->filename().string(), last_step) << "a kill lost progress";
+      last_step = found->filename().string();
+      SCOPED_TRACE(found->string());
+      const auto config = mlagpt::trainer::Checkpointer::stored_config(*found);
+      mlagpt::model::Gpt model(config.model);
+      EXPECT_NO_THROW(mlagpt::trainer::Checkpointer::load_weights(*found, model));
+    }
+  }
+  EXPECT_EQ(kills, 6);
+  ASSERT_FALSE(last_step.empty()) << "no checkpoint survived any of the kills";
+  const int64_t reached = std::stoll(last_step.substr(5));
+  const pid_t pid = spawn(command(reached + 3), dir / "train.log");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::ifstream log(dir / "train.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  const auto last = mlagpt::trainer::Checkpointer(dir / "run" / "checkpoints", 2, local).find("auto");
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->filename(), fmt::format("step_{:08d}", reached + 3));
+}

@@ -1,0 +1,153 @@
+// The Trainer end to end on the CPU: exact resume (2K steps straight equals K steps, then K more after resuming:
+// the same losses and bit-identical parameters), refusing a checkpoint of another model, refusing to start fresh
+// over an existing run, and stopping on repeated non-finite steps.
+#include "trainer/trainer.h"
+
+#include <ATen/ops/equal.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "data/prepare.h"
+#include "launch/error.h"
+#include "support/temp_dir.h"
+
+namespace fs = std::filesystem;
+using mlagpt::trainer::read_train_config;
+using mlagpt::trainer::TrainConfig;
+using mlagpt::trainer::Trainer;
+
+namespace {
+
+// One process-wide runtime (no MPI here: world size 1).
+const mlagpt::launch::Runtime& runtime() {
+  static int argc = 0;
+  static char** argv = nullptr;
+  static const mlagpt::launch::Runtime instance(&argc, &argv);
+  return instance;
+}
+
+class TrainerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    // A small corpus of varied sentences, tokenized bytewise.
+    fs::create_directories(dir_ / "text");
+    for (int f = 0; f < 4; ++f) {
+      std::ofstream out(dir_ / "text" / ("part" + std::to_string(f) + ".txt"));
+      for (int i = 0; i < 120; ++i) {
+        out << "the " << (i * 7 + f) % 13 << " quick foxes jump over " << (i * 3) % 11 << " lazy dogs, twice.\n";
+      }
+    }
+    mlagpt::data::PrepareConfig prepare;
+    prepare.inputs = {(dir_ / "text").string()};
+    prepare.tokenizer = "byte";
+    prepare.out = dir_ / "data";
+    prepare.val_fraction = 0.25;
+    prepare.threads = 1;
+    mlagpt::data::prepare_dataset(prepare);
+  }
+
+  TrainConfig config(const std::string& run, int64_t max_steps, std::vector<std::string> extra = {}) {
+    std::vector<std::string> overrides = {"--run.out_dir=" + (dir_ / run).string(),
+                                          "--run.device=cpu",
+                                          "--run.threads=1",
+                                          "--run.max_steps=" + std::to_string(max_steps),
+                                          "--run.log_every=100",
+                                          "--data.dir=" + (dir_ / "data").string(),
+                                          "--data.batch_size=4",
+                                          "--data.seq_len=32",
+                                          "--model.vocab_size=257",
+                                          "--model.block_size=32",
+                                          "--model.n_layer=2",
+                                          "--model.n_embd=32",
+                                          "--model.n_head=4",
+                                          "--model.kv_lora_rank=16",
+                                          "--model.qk_nope_head_dim=8",
+                                          "--model.qk_rope_head_dim=4",
+                                          "--model.v_head_dim=8",
+                                          "--optim.lr=3e-3",
+                                          "--optim.grad_accum=2",
+                                          "--schedule.warmup_steps=2",
+                                          "--schedule.decay_steps=8",
+                                          "--schedule.min_lr=3e-4",
+                                          "--eval.every=4",
+                                          "--eval.batches=2",
+                                          "--checkpoint.every=4"};
+    overrides.insert(overrides.end(), extra.begin(), extra.end());
+    return read_train_config({}, overrides);
+  }
+
+  static std::vector<double> losses(const fs::path& run) {
+    std::vector<double> out;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto json = nlohmann::json::parse(line);
+      if (json["kind"] == "train") {
+        out.push_back(json["loss"].get<double>());
+      }
+    }
+    return out;
+  }
+
+  mlagpt::testing::TempDir dir_;
+};
+
+}  // namespace
+
+TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
+  Trainer straight(config("straight", 8), runtime());
+  straight.train("");
+  Trainer first_half(config("resumed", 4), runtime());
+  first_half.train("");
+  Trainer second_half(config("resumed", 8), runtime());
+  second_half.train("auto");
+  EXPECT_EQ(second_half.step(), 8);
+
+  const std::vector<double> expected = losses(dir_ / "straight");
+  const std::vector<double> actual = losses(dir_ / "resumed");
+  ASSERT_EQ(expected.size(), 8U);
+  ASSERT_EQ(actual.size(), 8U);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(actual[i], expected[i]) << "step " << i + 1;  // bit-identical, not approximately equal
+  }
+  EXPECT_LT(expected.back(), expected.front());
+  auto resumed = second_half.model().named_parameters();
+  for (const auto& item : straight.model().named_parameters()) {
+    EXPECT_TRUE(at::equal(item.value(), resumed[item.key()])) << item.key();
+  }
+  EXPECT_EQ(second_half.last_eval().loss, straight.last_eval().loss);
+}
+
+TEST_F(TrainerTest, RefusesACheckpointOfAnotherModel) {
+  Trainer(config("run", 4), runtime()).train("");
+  try {
+    Trainer(config("run", 8, {"--model.n_layer=3", "--model.kv_lora_rank=8"}), runtime()).train("auto");
+    FAIL() << "resumed a checkpoint of another model";
+  } catch (const mlagpt::ConfigError& e) {
+    const std::string text = e.what();
+    EXPECT_NE(text.find("n_layer: 2 != 3"), std::string::npos) << text;
+    EXPECT_NE(text.find("kv_lora_rank: 16 != 8"), std::string::npos) << text;
+  }
+}
+
+TEST_F(TrainerTest, RefusesToStartFreshOverAnExistingRun) {
+  Trainer(config("run", 4), runtime()).train("");
+  EXPECT_THROW(Trainer(config("run", 8), runtime()).train(""), mlagpt::ConfigError);
+  EXPECT_THROW(Trainer(config("other", 4), runtime()).train((dir_ / "nope").string()), mlagpt::IoError);
+}
+
+TEST_F(TrainerTest, StopsAfterTooManyNonFiniteSteps) {
+  // A learning rate of 1e30 sends the weights to infinity after the first update.
+  Trainer trainer(config("diverge", 20,
+                         {"--optim.lr=1e30", "--schedule.min_lr=1e29", "--schedule.warmup_steps=0",
+                          "--optim.grad_clip=0", "--run.max_bad_steps=3"}),
+                  runtime());
+  try {
+    trainer.train("");
+    FAIL() << "no error";
+  } catch (const mlagpt::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 steps in a row had a non-finite loss"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(trainer.step(), 20);
+}

@@ -1,0 +1,134 @@
+#include "trainer/commands.h"
+
+#include <fmt/format.h>
+
+#include "launch/error.h"
+#include "model/generation.h"
+#include "trainer/checkpointer.h"
+#include "trainer/evaluator.h"
+#include "trainer/trainer.h"
+
+namespace mlagpt::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A step directory as given, or the newest complete step of a checkpoint directory.
+fs::path resolve_checkpoint(const fs::path& path) {
+  if (Checkpointer::is_complete(path)) {
+    return path;
+  }
+  if (!fs::is_directory(path)) {
+    throw IoError(fmt::format("--ckpt {}: no such checkpoint", path.string()));
+  }
+  launch::LocalCommunicator local;
+  const auto found = Checkpointer(path, 1, local).find("auto");
+  if (!found) {
+    throw IoError(fmt::format("--ckpt {}: holds no complete checkpoint", path.string()));
+  }
+  return *found;
+}
+
+struct LoadedModel {
+  TrainConfig config;
+  std::shared_ptr<model::Gpt> model;
+  Dataset dataset;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
+LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_dir, const std::string& device,
+                       const launch::Runtime& runtime) {
+  const fs::path checkpoint = resolve_checkpoint(checkpoint_arg);
+  LoadedModel loaded;
+  loaded.config = Checkpointer::stored_config(checkpoint);
+  loaded.config.run.device = device;
+  loaded.config.resolve();
+  loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model.vocab_size);
+  loaded.device = select_device(loaded.config.run, runtime.info());
+  loaded.model = std::make_shared<model::Gpt>(loaded.config.model);
+  Checkpointer::load_weights(checkpoint, *loaded.model);
+  loaded.model->to(loaded.device);
+  loaded.model->eval();
+  return loaded;
+}
+
+// The length of the longest prefix of `text` that does not end inside a UTF-8 character.
+size_t complete_utf8_prefix(const std::string& text) {
+  size_t start = text.size();
+  while (start > 0 && (static_cast<unsigned char>(text[start - 1]) & 0xC0) == 0x80 && text.size() - start < 3) {
+    --start;  // back over continuation bytes to the last character's first byte
+  }
+  if (start == 0) {
+    return text.size();
+  }
+  const auto lead = static_cast<unsigned char>(text[start - 1]);
+  const size_t length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  return text.size() - (start - 1) >= length ? text.size() : start - 1;
+}
+
+}  // namespace
+
+void run_train(const TrainOptions& options, const launch::Runtime& runtime) {
+  Trainer trainer(read_train_config(options.config, options.overrides), runtime);
+  trainer.train(options.resume);
+}
+
+void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out) {
+  LoadedModel loaded = load_model(options.checkpoint, options.data_dir, options.device, runtime);
+  if (loaded.dataset.manifest.val.shards.empty()) {
+    throw DataError(fmt::format("{}: the dataset has no validation split", loaded.dataset.dir.string()));
+  }
+  const std::unique_ptr<launch::Communicator> comm = runtime.world_cpu_communicator();
+  data::LoaderConfig validation{.shards = loaded.dataset.val_shards(),
+                                .batch_size = loaded.config.data.batch_size,
+                                .seq_len = loaded.config.seq_len(),
+                                .rank = runtime.info().rank,
+                                .world_size = runtime.info().world_size,
+                                .device = loaded.device};
+  Evaluator evaluator(std::move(validation), options.batches, *comm);
+  const EvalResult result = evaluator.evaluate(*loaded.model);
+  if (runtime.info().rank == 0) {
+    out << fmt::format("val loss {:.4f} | val perplexity {:.2f} | {} tokens\n", result.loss, result.perplexity,
+                       result.tokens);
+  }
+}
+
+void run_sample(const SampleOptions& options, const launch::Runtime& runtime, std::ostream& out) {
+  LoadedModel loaded = load_model(options.checkpoint, options.data_dir, options.device, runtime);
+  const data::Tokenizer& tokenizer = *loaded.dataset.tokenizer;
+  std::vector<int64_t> prompt;
+  for (const int32_t id : tokenizer.encode(options.prompt)) {
+    prompt.push_back(id);
+  }
+  if (prompt.empty()) {
+    prompt.push_back(tokenizer.eot_id());  // an empty prompt starts a new document
+  }
+  model::SamplingConfig sampling{.max_new_tokens = options.max_new_tokens,
+                                 .temperature = options.temperature,
+                                 .top_k = options.top_k,
+                                 .top_p = options.top_p,
+                                 .seed = options.seed,
+                                 .stop_token = tokenizer.eot_id(),
+                                 .mla_mode = options.mode};
+  out << options.prompt << std::flush;
+  // Decode the growing sequence and print what is new: a multi-byte character or a BPE piece may only become
+  // text once its last token has arrived.
+  std::vector<int32_t> generated;
+  size_t printed = 0;
+  model::generate(*loaded.model, prompt, sampling, [&](int64_t token) {
+    if (token == tokenizer.eot_id()) {
+      return;
+    }
+    generated.push_back(static_cast<int32_t>(token));
+    const std::string text = tokenizer.decode(generated);
+    const size_t complete = complete_utf8_prefix(text);
+    if (complete > printed) {
+      out << text.substr(printed, complete - printed) << std::flush;
+      printed = complete;
+    }
+  });
+  const std::string text = tokenizer.decode(generated);
+  out << text.substr(std::min(printed, text.size())) << '\n' << std::flush;
+}
+
+}  // namespace mlagpt::trainer

@@ -1,0 +1,47 @@
+// The `train`, `eval` and `sample` commands as functions of their options, so the command line (cli.cpp) only
+// parses. Each throws mlagpt errors; main() reports them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "launch/runtime.h"
+#include "model/kv_cache.h"
+
+namespace mlagpt::trainer {
+
+struct TrainOptions {
+  std::filesystem::path config;        // may be empty: defaults plus overrides
+  std::vector<std::string> overrides;  // --section.key=value
+  std::string resume;                  // "", "auto" or a checkpoint directory
+};
+void run_train(const TrainOptions& options, const launch::Runtime& runtime);
+
+struct EvalOptions {
+  std::filesystem::path checkpoint;  // a step directory, or a checkpoint directory (its newest complete step)
+  std::string data_dir;              // "" = the dataset the checkpoint was trained on
+  int64_t batches = 0;               // 0 = the whole validation split
+  std::string device = "auto";
+};
+void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out);
+
+struct SampleOptions {
+  std::filesystem::path checkpoint;
+  std::string data_dir;  // where the tokenizer is; "" = the checkpoint's dataset
+  std::string prompt;
+  int64_t max_new_tokens = 200;
+  double temperature = 0.8;
+  int64_t top_k = 200;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  model::MlaDecodeMode mode = model::MlaDecodeMode::kAbsorbed;
+  std::string device = "auto";
+};
+// Streams the prompt and then each generated piece of text to `out` as it is produced.
+void run_sample(const SampleOptions& options, const launch::Runtime& runtime, std::ostream& out);
+
+}  // namespace mlagpt::trainer

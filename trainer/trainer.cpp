@@ -1,0 +1,269 @@
+#include "trainer/trainer.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+
+#include "launch/backend_versions.h"
+#include "launch/error.h"
+#include "model/accounting.h"
+#include "trainer/optimizer.h"
+
+#ifdef MLAGPT_WITH_CUDA
+#include "launch/nccl_communicator.h"
+#endif
+
+namespace mlagpt::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Peak dense bf16 FLOP/s of the devices we know, for MFU when monitoring.peak_flops is not set.
+double known_peak_flops(const std::string& device_name) {
+  if (device_name.find("H100") != std::string::npos || device_name.find("H200") != std::string::npos) {
+    return 989e12;
+  }
+  return 0;
+}
+
+std::string human_count(double value) {
+  if (value >= 1e9) {
+    return fmt::format("{:.2f}G", value / 1e9);
+  }
+  if (value >= 1e6) {
+    return fmt::format("{:.2f}M", value / 1e6);
+  }
+  if (value >= 1e3) {
+    return fmt::format("{:.1f}k", value / 1e3);
+  }
+  return fmt::format("{:.0f}", value);
+}
+
+}  // namespace
+
+c10::Device select_device(const RunConfig& run, const launch::ProcessInfo& process) {
+  const int gpus = launch::cuda_device_count();
+  if (run.device == "cpu" || (run.device == "auto" && gpus == 0)) {
+    return c10::Device(c10::kCPU);
+  }
+  if (gpus == 0) {
+    throw ConfigError("run.device = 'cuda' but no CUDA device is visible (or this build has no CUDA)");
+  }
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(process.local_rank % gpus));
+}
+
+std::vector<fs::path> Dataset::train_shards() const {
+  std::vector<fs::path> paths;
+  for (const auto& shard : manifest.train.shards) {
+    paths.push_back(dir / shard.file);
+  }
+  return paths;
+}
+
+std::vector<fs::path> Dataset::val_shards() const {
+  std::vector<fs::path> paths;
+  for (const auto& shard : manifest.val.shards) {
+    paths.push_back(dir / shard.file);
+  }
+  return paths;
+}
+
+DatasetIdentity Dataset::identity() const {
+  return {manifest.tokenizer.name, manifest.tokenizer.sha256, manifest.tokenizer.vocab_size};
+}
+
+Dataset open_dataset(const fs::path& dir, int64_t model_vocab_size) {
+  Dataset dataset;
+  dataset.dir = dir;
+  dataset.manifest = data::read_dataset_manifest(dir);
+  dataset.tokenizer = data::load_tokenizer(dir, dataset.manifest.tokenizer.name);
+  if (model_vocab_size < dataset.manifest.tokenizer.vocab_size) {
+    throw ConfigError(fmt::format("model.vocab_size ({}) is smaller than the vocabulary of the dataset {} ({}, {})",
+                                  model_vocab_size, dir.string(), dataset.manifest.tokenizer.vocab_size,
+                                  dataset.manifest.tokenizer.name));
+  }
+  if (dataset.manifest.train.shards.empty()) {
+    throw DataError(fmt::format("{}: the dataset has no training shards", dir.string()));
+  }
+  return dataset;
+}
+
+Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
+    : config_(std::move(config)), runtime_(runtime), device_(select_device(config_.run, runtime.info())) {
+  const auto& process = runtime_.info();
+  if (config_.run.threads > 0) {
+    at::set_num_threads(static_cast<int>(config_.run.threads));
+  }
+#ifdef MLAGPT_WITH_CUDA
+  if (device_.is_cuda() && process.world_size > 1) {
+    data_parallel_ = std::make_unique<launch::NcclCommunicator>(MPI_COMM_WORLD, device_.index());
+  }
+#endif
+  if (!data_parallel_) {
+    data_parallel_ = runtime_.world_cpu_communicator();
+  }
+  dataset_ = open_dataset(config_.data.dir, config_.model.vocab_size);
+
+  at::manual_seed(static_cast<uint64_t>(config_.run.seed));
+  model_ = std::make_shared<model::Gpt>(config_.model);
+  model_->to(device_);
+  optimizer_ = make_adamw(*model_, config_.optim);
+
+  data::LoaderConfig train_data{.shards = dataset_.train_shards(),
+                                .batch_size = config_.data.batch_size,
+                                .seq_len = config_.seq_len(),
+                                .rank = process.rank,
+                                .world_size = process.world_size,
+                                .seed = static_cast<uint64_t>(config_.run.seed),
+                                .prefetch = config_.data.prefetch,
+                                .device = device_};
+  data::LoaderConfig val_data = train_data;
+  val_data.shards = dataset_.val_shards();
+  loader_ = std::make_unique<data::TokenLoader>(std::move(train_data));
+  if (!val_data.shards.empty() && config_.eval.every > 0) {
+    evaluator_ = std::make_unique<Evaluator>(std::move(val_data), config_.eval.batches, *data_parallel_);
+  }
+  train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, config_, *data_parallel_);
+  checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_);
+
+  if (config_.monitoring.jsonl && process.rank == 0) {
+    metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));
+  }
+  if (!config_.monitoring.metrics_address.empty()) {
+    exporter_ = std::make_unique<monitoring::PrometheusExporter>(config_.monitoring.metrics_address);
+    metrics_.add(std::make_unique<monitoring::PrometheusSink>(exporter_->registry(), process.rank));
+  }
+  flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());
+  peak_flops_ = config_.monitoring.peak_flops > 0
+                    ? config_.monitoring.peak_flops
+                    : (device_.is_cuda() ? known_peak_flops(launch::cuda_device_name(device_.index())) : 0.0);
+  if (process.rank == 0) {
+    fs::create_directories(config_.run.out_dir);
+    std::ofstream(fs::path(config_.run.out_dir) / "config.json") << to_json(config_).dump(2) << '\n';
+    spdlog::info("config: {}", to_json(config_).dump());
+    spdlog::info("model: {} parameters, {} attention, device {}, {} data-parallel rank(s), {} tokens per step",
+                 model::count_parameters(config_.model).total, model::to_string(config_.model.attention), device_.str(),
+                 data_parallel_->size(),
+                 config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size());
+  }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::resume_from(const std::string& resume) {
+  const std::optional<fs::path> found = checkpointer_->find(resume.empty() ? "auto" : resume);
+  if (resume.empty()) {
+    if (found) {
+      throw ConfigError(
+          fmt::format("{} already holds checkpoints (newest {}); pass --resume auto to continue that "
+                      "run, or set run.out_dir / checkpoint.dir to start another",
+                      config_.checkpoint_dir().string(), found->string()));
+    }
+    return;
+  }
+  if (!found) {
+    spdlog::info("[ckpt] no checkpoint in {}: starting from scratch", config_.checkpoint_dir().string());
+    return;
+  }
+  state_ = checkpointer_->load(*found, *model_, *optimizer_, config_, dataset_.identity());
+}
+
+void Trainer::train(const std::string& resume) {
+  resume_from(resume);
+  loader_->seek(state_.loader_position);
+  const int64_t tokens_per_step =
+      config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
+  int64_t last_eval = -1;
+  int64_t last_checkpoint = state_.step;
+  while (state_.step < config_.run.max_steps) {
+    const auto start = std::chrono::steady_clock::now();
+    const StepResult result = train_step_->run(state_.step, [this] {
+      data::Batch batch = loader_->next();
+      return MicroBatch{batch.x, batch.y};
+    });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ++state_.step;
+    state_.tokens_seen += tokens_per_step;
+    state_.loader_position = loader_->position();
+    if (!result.finite) {
+      ++skipped_steps_;
+      spdlog::warn("step {}: non-finite loss ({}) or gradient norm ({}); update skipped", state_.step, result.loss,
+                   result.grad_norm);
+      if (++bad_steps_in_a_row_ >= config_.run.max_bad_steps) {
+        throw Error(fmt::format(
+            "{} steps in a row had a non-finite loss or gradient (run.max_bad_steps = {}); "
+            "stopping at step {}. The last good checkpoint is the newest in {}",
+            bad_steps_in_a_row_, config_.run.max_bad_steps, state_.step, config_.checkpoint_dir().string()));
+      }
+    } else {
+      bad_steps_in_a_row_ = 0;
+    }
+    log_step(result, seconds);
+    if (config_.eval.every > 0 && state_.step % config_.eval.every == 0) {
+      evaluate();
+      last_eval = state_.step;
+    }
+    if (config_.checkpoint.every > 0 && state_.step % config_.checkpoint.every == 0 && bad_steps_in_a_row_ == 0) {
+      save_checkpoint();
+      last_checkpoint = state_.step;
+    }
+  }
+  if (config_.eval.every > 0 && last_eval != state_.step) {
+    evaluate();
+  }
+  if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
+    save_checkpoint();
+  }
+}
+
+void Trainer::log_step(const StepResult& result, double seconds) {
+  const int64_t tokens =
+      config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
+  monitoring::StepMetrics metrics{.step = state_.step,
+                                  .loss = result.loss,
+                                  .learning_rate = result.learning_rate,
+                                  .grad_norm = result.grad_norm,
+                                  .step_seconds = seconds,
+                                  .tokens = tokens,
+                                  .tokens_per_second = static_cast<double>(tokens) / seconds,
+                                  .skipped_steps_total = skipped_steps_};
+  if (peak_flops_ > 0) {
+    metrics.mfu = flops_per_token_ * metrics.tokens_per_second / (peak_flops_ * data_parallel_->size());
+  }
+  metrics_.record(metrics);
+  if (runtime_.info().rank == 0 && (state_.step % config_.run.log_every == 0 || state_.step == 1)) {
+    spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} ms | {} tok/s{}", state_.step,
+                 config_.run.max_steps, result.loss, result.learning_rate, result.grad_norm, seconds * 1e3,
+                 human_count(metrics.tokens_per_second),
+                 metrics.mfu ? fmt::format(" | mfu {:.1f}%", *metrics.mfu * 100) : std::string());
+  }
+}
+
+void Trainer::evaluate() {
+  if (!evaluator_) {
+    return;
+  }
+  last_eval_ = evaluator_->evaluate(*model_);
+  metrics_.record(
+      monitoring::EvalMetrics{.step = state_.step, .loss = last_eval_.loss, .perplexity = last_eval_.perplexity});
+  if (runtime_.info().rank == 0) {
+    spdlog::info("eval step {} | val loss {:.4f} | val ppl {:.2f} | {} tokens", state_.step, last_eval_.loss,
+                 last_eval_.perplexity, last_eval_.tokens);
+    if (config_.eval.sample_tokens > 0) {
+      spdlog::info("sample: {}",
+                   sample_text(*model_, *dataset_.tokenizer, config_.eval.sample_prompt, config_.eval.sample_tokens));
+    }
+  }
+}
+
+void Trainer::save_checkpoint() {
+  checkpointer_->save(state_, *model_, *optimizer_, config_, dataset_.identity());
+}
+
+}  // namespace mlagpt::trainer

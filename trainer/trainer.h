@@ -1,0 +1,79 @@
+// Trainer: `mlagpt train` end to end. It composes the parts, each built from its own config section: the loader
+// (data), the model, AdamW and its schedule (TrainStep), the Evaluator, the Checkpointer and the metrics sinks;
+// train() is only the loop that calls them. Written against the Communicator and a data-parallel group, so the
+// distributed backends plug in without changing the loop; with one process the group is the local one.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "data/dataset_manifest.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "launch/communicator.h"
+#include "launch/runtime.h"
+#include "model/gpt.h"
+#include "monitoring/metrics_sink.h"
+#include "monitoring/prometheus_exporter.h"
+#include "trainer/checkpointer.h"
+#include "trainer/evaluator.h"
+#include "trainer/train_config.h"
+#include "trainer/train_step.h"
+
+namespace mlagpt::trainer {
+
+// The device `run.device` names ("auto": the local rank's GPU when there is one, else the CPU).
+c10::Device select_device(const RunConfig& run, const launch::ProcessInfo& process);
+
+// The dataset's manifest, its tokenizer and its shard paths, opened once for train, eval and sample.
+struct Dataset {
+  std::filesystem::path dir;
+  data::DatasetManifest manifest;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::vector<std::filesystem::path> train_shards() const;
+  std::vector<std::filesystem::path> val_shards() const;
+  DatasetIdentity identity() const;
+};
+Dataset open_dataset(const std::filesystem::path& dir, int64_t model_vocab_size);
+
+class Trainer {
+ public:
+  Trainer(TrainConfig config, const launch::Runtime& runtime);
+  ~Trainer();
+  // Trains to run.max_steps. `resume`: "" (a fresh run; refused when the checkpoint directory already holds one),
+  // "auto" (the newest complete checkpoint, or fresh when there is none) or a checkpoint directory.
+  void train(const std::string& resume);
+
+  int64_t step() const { return state_.step; }
+  model::Gpt& model() { return *model_; }
+  const EvalResult& last_eval() const { return last_eval_; }
+
+ private:
+  void resume_from(const std::string& resume);
+  void log_step(const StepResult& result, double seconds);
+  void evaluate();
+  void save_checkpoint();
+
+  TrainConfig config_;
+  const launch::Runtime& runtime_;
+  std::unique_ptr<launch::Communicator> data_parallel_;
+  c10::Device device_;
+  Dataset dataset_;
+  std::shared_ptr<model::Gpt> model_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<data::TokenLoader> loader_;
+  std::unique_ptr<TrainStep> train_step_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<monitoring::PrometheusExporter> exporter_;
+  monitoring::MetricsFanout metrics_;
+  TrainingState state_;
+  EvalResult last_eval_;
+  int64_t bad_steps_in_a_row_ = 0;
+  int64_t skipped_steps_ = 0;
+  double flops_per_token_ = 0;
+  double peak_flops_ = 0;
+};
+
+}  // namespace mlagpt::trainer
