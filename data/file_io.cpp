@@ -57,6 +57,13 @@ std::string read_file(const std::filesystem::path& path) {
   }
 }
 
+void fsync_file(const std::filesystem::path& path) {
+  FileDescriptor handle{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (handle.fd < 0 || ::fsync(handle.fd) != 0) {
+    throw IoError(fmt::format("{}: cannot sync the file: {}", path.string(), system_reason()));
+  }
+}
+
 void fsync_directory(const std::filesystem::path& dir) {
   const std::filesystem::path target = dir.empty() ? std::filesystem::path(".") : dir;
   FileDescriptor handle{::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};

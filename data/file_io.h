@@ -15,6 +15,9 @@ std::string read_file(const std::filesystem::path& path);
 // either the old file or the new one, never a partial file at `path`. Throws IoError naming the file.
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
 
+// fsyncs a file written by someone else (HDF5), before it is renamed into place.
+void fsync_file(const std::filesystem::path& path);
+
 // fsyncs a directory, so that renames and removals inside it are durable.
 void fsync_directory(const std::filesystem::path& dir);
 

@@ -7,31 +7,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <variant>
 
+#include "data/file_io.h"
 #include "data/hdf5_file.h"
 #include "launch/error.h"
 
 namespace mlagpt::data {
-namespace {
-
-// fsyncs a file or directory so that a rename that follows is durable.
-void fsync_path(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) {
-    throw IoError(fmt::format("{}: cannot open to sync: {}", path.string(), std::strerror(errno)));
-  }
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) {
-    throw IoError(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(errno)));
-  }
-}
-
-}  // namespace
-
 int64_t token_bytes(int64_t vocab_size) {
   return vocab_size <= 65536 ? 2 : 4;
 }
@@ -124,9 +109,9 @@ void ShardWriter::finish() {
     file.set_attribute("tokenizer_sha256", s.info.tokenizer_sha256);
     file.set_attribute("num_tokens", s.num_tokens);
   }
-  fsync_path(s.temporary);
+  fsync_file(s.temporary);
   std::filesystem::rename(s.temporary, s.path);
-  fsync_path(s.path.parent_path().empty() ? std::filesystem::path(".") : s.path.parent_path());
+  fsync_directory(s.path.parent_path());
   s.finished = true;
 }
 
@@ -266,43 +251,48 @@ void ShardReader::read(int64_t start, std::span<int64_t> out) const {
     throw DataError(
         fmt::format("{}: tokens [{}, {}) requested of {}", s.path.string(), start, start + count, s.num_tokens));
   }
-  // A widening copy the compiler vectorizes. HDF5 places raw data at any byte offset, so the typed loop runs only
-  // when the tokens happen to be aligned (the usual case); otherwise each token is assembled with memcpy.
+  // A widening copy the compiler vectorizes, which also finds the largest id so that a token outside the
+  // vocabulary is reported here, naming the file and position, instead of failing inside an embedding lookup.
+  // HDF5 places raw data at any byte offset, so the typed loop runs only when the tokens happen to be aligned
+  // (the usual case); otherwise each token is assembled with memcpy.
+  int64_t largest = 0;
   const auto widen = [&](auto token_type) {
     using T = decltype(token_type);
     const uint8_t* in = s.tokens + start * static_cast<int64_t>(sizeof(T));
+    T maximum = 0;
     if (reinterpret_cast<uintptr_t>(in) % alignof(T) == 0) {
       const auto* typed = reinterpret_cast<const T*>(in);
       for (int64_t i = 0; i < count; ++i) {
         out[static_cast<size_t>(i)] = typed[i];
+        maximum = std::max(maximum, typed[i]);
       }
     } else {
       for (int64_t i = 0; i < count; ++i) {
         T value;
         std::memcpy(&value, in + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
         out[static_cast<size_t>(i)] = value;
+        maximum = std::max(maximum, value);
       }
     }
+    largest = maximum;
   };
   if (s.bytes_per_token == 2) {
     widen(uint16_t{});
   } else {
     widen(uint32_t{});
   }
+  if (largest >= s.info.vocab_size) {
+    const auto bad = std::find_if(out.begin(), out.end(), [&](int64_t t) { return t >= s.info.vocab_size; });
+    throw DataError(fmt::format("{}: token {} at position {} is >= vocab_size {}", s.path.string(), *bad,
+                                start + (bad - out.begin()), s.info.vocab_size));
+  }
 }
 
 void ShardReader::check_token_range() const {
-  const State& s = *state_;
   std::vector<int64_t> block(1 << 16);
-  for (int64_t start = 0; start < s.num_tokens; start += static_cast<int64_t>(block.size())) {
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(block.size()), s.num_tokens - start);
-    read(start, std::span<int64_t>(block.data(), static_cast<size_t>(n)));
-    for (int64_t i = 0; i < n; ++i) {
-      if (block[static_cast<size_t>(i)] >= s.info.vocab_size) {
-        throw DataError(fmt::format("{}: token {} at position {} is >= vocab_size {}", s.path.string(),
-                                    block[static_cast<size_t>(i)], start + i, s.info.vocab_size));
-      }
-    }
+  for (int64_t start = 0; start < state_->num_tokens; start += static_cast<int64_t>(block.size())) {
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(block.size()), state_->num_tokens - start);
+    read(start, std::span<int64_t>(block.data(), static_cast<size_t>(n)));  // throws on an id >= vocab_size
   }
 }
 

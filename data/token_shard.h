@@ -70,6 +70,7 @@ class ShardReader {
   const std::vector<uint64_t>& doc_offsets() const;
 
   // Copies tokens [start, start + out.size()) into `out` as int64 (bounds-checked; thread-safe: a pure read).
+  // Throws DataError naming the file, position and id of a token >= vocab_size.
   void read(int64_t start, std::span<int64_t> out) const;
   // Scans every token (a full pass) and throws DataError naming the file, position and id of the first token
   // >= vocab_size.

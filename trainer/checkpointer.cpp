@@ -18,6 +18,7 @@
 #include <mutex>
 #include <regex>
 
+#include "data/file_io.h"
 #include "data/hdf5_file.h"
 #include "launch/error.h"
 
@@ -35,34 +36,6 @@ std::string step_name(int64_t step) {
 }
 std::string rank_file(int rank) {
   return fmt::format("rank_{:05d}.h5", rank);
-}
-
-void fsync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const std::string reason = std::strerror(errno);
-    if (fd >= 0) {
-      ::close(fd);
-    }
-    throw IoError(fmt::format("[ckpt] {}: fsync failed: {}", path.string(), reason));
-  }
-  ::close(fd);
-}
-
-// Writes `text` to `path` atomically: a temporary file, fsynced, renamed over `path`, and the directory fsynced.
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path temporary = path.string() + fmt::format(".tmp-{}", ::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      throw IoError(fmt::format("[ckpt] {}: cannot write", temporary.string()));
-    }
-  }
-  fsync_path(temporary);
-  fs::rename(temporary, path);
-  fsync_path(path.parent_path());
 }
 
 void write_tensor(data::h5::File& file, const std::string& name, const at::Tensor& tensor) {
@@ -175,7 +148,7 @@ fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, torch
         write_bytes(file, "/rng/cpu", cpu.get_state());
       }
     }
-    fsync_path(temporary);
+    data::fsync_file(temporary);
     fs::rename(temporary, staging / file_name);
 
     nlohmann::json metadata = {
@@ -194,17 +167,17 @@ fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, torch
     };
     if (staging != step_dir) {
       // Replacing a complete checkpoint of the same step: the new one is whole before the old one goes.
-      write_atomically(staging / kMetadata, metadata.dump(2));
+      data::write_file_atomically(staging / kMetadata, metadata.dump(2));
       const fs::path old = step_dir.string() + ".old";
       fs::remove_all(old);
       fs::rename(step_dir, old);
       fs::rename(staging, step_dir);
       fs::remove_all(old);
-      fsync_path(dir_);
+      data::fsync_directory(dir_);
     } else {
-      write_atomically(step_dir / kMetadata, metadata.dump(2));
+      data::write_file_atomically(step_dir / kMetadata, metadata.dump(2));
     }
-    write_atomically(dir_ / "latest", step_name(state.step) + "\n");
+    data::write_file_atomically(dir_ / "latest", step_name(state.step) + "\n");
 
     // Keep the newest `keep` complete checkpoints.
     std::vector<fs::path> complete;

@@ -127,6 +127,16 @@ TEST(TokenShard, MalformedShardsAreRefusedNamingFileAndProblem) {
                  })
                 .find("token 7 at position 0 is >= vocab_size 7"),
             std::string::npos);
+  // A window read finds it too, so the loader reports it instead of an embedding lookup failing.
+  const ShardReader reader(dir / "range.h5");
+  std::vector<int64_t> window(4);
+  try {
+    reader.read(10, window);
+    FAIL() << "no error";
+  } catch (const mlagpt::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("range.h5: token 7 at position 10 is >= vocab_size 7"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(TokenShard, OtherToolsReadIt) {
