@@ -60,7 +60,10 @@ std::string sample_text(model::Gpt& model, const data::Tokenizer& tokenizer, con
   sampling.temperature = 0.8;
   sampling.top_k = 200;
   sampling.stop_token = tokenizer.eot_id();
-  const std::vector<int64_t> generated = model::generate(model, ids, sampling);
+  std::vector<int64_t> generated = model::generate(model, ids, sampling);
+  if (!generated.empty() && generated.back() == tokenizer.eot_id()) {
+    generated.pop_back();  // the end of the document, not text
+  }
   std::vector<int32_t> out(generated.begin(), generated.end());
   return prompt + tokenizer.decode(out);
 }

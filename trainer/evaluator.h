@@ -34,7 +34,8 @@ class Evaluator {
   launch::Communicator& data_parallel_;
 };
 
-// Greedy-free sample of `tokens` tokens after `prompt` (temperature 0.8, top-k 200, seed 0) decoded to text.
+// A sample of up to `tokens` tokens after `prompt` (temperature 0.8, top-k 200, seed 0, stopping at the end of a
+// document), decoded to text.
 std::string sample_text(model::Gpt& model, const data::Tokenizer& tokenizer, const std::string& prompt, int64_t tokens);
 
 }  // namespace mlagpt::trainer

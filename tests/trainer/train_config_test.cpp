@@ -95,3 +95,18 @@ TEST_F(TrainConfigFile, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(back.eval.sample_prompt, "Once upon");
   EXPECT_EQ(json["model"]["attention"], "gqa");
 }
+
+TEST(TrainConfigExamples, EveryTrainingConfigInLaunchConfigsResolves) {
+  int training_configs = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::filesystem::path(MLAGPT_SOURCE_DIR) / "launch" / "configs")) {
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.find("[data]") == std::string::npos) {
+      continue;  // a model-only config, for model-info
+    }
+    ++training_configs;
+    EXPECT_NO_THROW(read_train_config(entry.path(), {})) << entry.path();
+  }
+  EXPECT_GE(training_configs, 5);
+}
