@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <span>
 
 #include "launch/error.h"
@@ -26,8 +27,10 @@ class ShardSet {
   void read_window(const Window& w, int64_t* x_row, int64_t* y_row) const {
     const ShardReader& reader = readers_[static_cast<size_t>(w.shard)];
     const auto T = static_cast<size_t>(order_.seq_len());
+    // y is x shifted by one: widen the T tokens once, copy T - 1 of them, and widen only the last token of y.
     reader.read(w.start, std::span<int64_t>(x_row, T));
-    reader.read(w.start + 1, std::span<int64_t>(y_row, T));
+    std::memcpy(y_row, x_row + 1, (T - 1) * sizeof(int64_t));
+    reader.read(w.start + static_cast<int64_t>(T), std::span<int64_t>(y_row + T - 1, 1));
   }
 
  private:
