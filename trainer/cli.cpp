@@ -84,9 +84,10 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
                     "'auto' (the newest complete checkpoint, or a fresh start) or a checkpoint directory");
   // Everything else is an override of one config field: --optim.lr=3e-4 or --optim.lr 3e-4.
   train->allow_extras();
+  int exit_code = 0;
   train->callback([&] {
     train_options.overrides = train->remaining();
-    run_train(train_options, runtime);
+    exit_code = run_train(train_options, runtime);
   });
 
   CLI::App* eval = app.add_subcommand("eval", "Validation loss and perplexity of a checkpoint");
@@ -137,7 +138,7 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return 0;
+  return exit_code;
 }
 
 }  // namespace mlagpt::trainer

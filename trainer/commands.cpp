@@ -68,9 +68,10 @@ size_t complete_utf8_prefix(const std::string& text) {
 
 }  // namespace
 
-void run_train(const TrainOptions& options, const launch::Runtime& runtime) {
+int run_train(const TrainOptions& options, const launch::Runtime& runtime) {
   Trainer trainer(read_train_config(options.config, options.overrides), runtime);
-  trainer.train(options.resume);
+  const int signal = trainer.train(options.resume);
+  return signal == 0 ? 0 : 128 + signal;
 }
 
 void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out) {

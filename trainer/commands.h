@@ -19,7 +19,9 @@ struct TrainOptions {
   std::vector<std::string> overrides;  // --section.key=value
   std::string resume;                  // "", "auto" or a checkpoint directory
 };
-void run_train(const TrainOptions& options, const launch::Runtime& runtime);
+// The process's exit status: 0 when training reached run.max_steps, 128 + the signal's number when a stop signal
+// ended it early (after a checkpoint), as a shell reports a process that a signal ended.
+int run_train(const TrainOptions& options, const launch::Runtime& runtime);
 
 struct EvalOptions {
   std::filesystem::path checkpoint;  // a step directory, or a checkpoint directory (its newest complete step)

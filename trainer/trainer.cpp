@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/full.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -174,7 +175,8 @@ void Trainer::resume_from(const std::string& resume) {
   state_ = checkpointer_->load(*found, *model_, *optimizer_, config_, dataset_.identity());
 }
 
-void Trainer::train(const std::string& resume) {
+int Trainer::train(const std::string& resume) {
+  const launch::StopSignals stop_signals;  // only while training: elsewhere a signal ends the process as usual
   resume_from(resume);
   loader_->seek(state_.loader_position);
   const int64_t tokens_per_step =
@@ -213,6 +215,14 @@ void Trainer::train(const std::string& resume) {
       save_checkpoint();
       last_checkpoint = state_.step;
     }
+    if (const int signal = agreed_stop_signal(stop_signals); signal != 0) {
+      spdlog::warn("{}: stopping at step {} of {}, with a checkpoint; --resume auto continues the run",
+                   launch::signal_name(signal), state_.step, config_.run.max_steps);
+      if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
+        save_checkpoint();
+      }
+      return signal;
+    }
   }
   if (config_.eval.every > 0 && last_eval != state_.step) {
     evaluate();
@@ -220,6 +230,19 @@ void Trainer::train(const std::string& resume) {
   if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
     save_checkpoint();
   }
+  return 0;
+}
+
+// A signal reaches one rank, or several at different moments: every rank must stop after the same step, so they
+// agree on the largest signal number any of them has seen (one small all-reduce per step).
+int Trainer::agreed_stop_signal(const launch::StopSignals& signals) {
+  if (data_parallel_->size() == 1) {
+    return signals.received();
+  }
+  const c10::Device device = data_parallel_->backend() == "nccl" ? device_ : c10::Device(c10::kCPU);
+  at::Tensor flag = at::full({1}, signals.received(), at::TensorOptions().dtype(at::kInt).device(device));
+  data_parallel_->all_reduce(flag, launch::ReduceOp::kMax);
+  return flag.item<int>();
 }
 
 void Trainer::log_step(const StepResult& result, double seconds) {

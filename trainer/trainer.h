@@ -13,6 +13,7 @@
 #include "data/tokenizer.h"
 #include "launch/communicator.h"
 #include "launch/runtime.h"
+#include "launch/stop_signals.h"
 #include "model/gpt.h"
 #include "monitoring/metrics_sink.h"
 #include "monitoring/prometheus_exporter.h"
@@ -43,7 +44,9 @@ class Trainer {
   ~Trainer();
   // Trains to run.max_steps. `resume`: "" (a fresh run; refused when the checkpoint directory already holds one),
   // "auto" (the newest complete checkpoint, or fresh when there is none) or a checkpoint directory.
-  void train(const std::string& resume);
+  // SIGTERM, SIGINT or SIGUSR1 on any rank stops every rank after the step in progress, with a checkpoint of that
+  // step: train() then returns the signal's number (0 when it reached max_steps).
+  int train(const std::string& resume);
 
   int64_t step() const { return state_.step; }
   model::Gpt& model() { return *model_; }
@@ -54,6 +57,7 @@ class Trainer {
   void log_step(const StepResult& result, double seconds);
   void evaluate();
   void save_checkpoint();
+  int agreed_stop_signal(const launch::StopSignals& signals);
 
   TrainConfig config_;
   const launch::Runtime& runtime_;
