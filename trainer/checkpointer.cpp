@@ -1,6 +1,7 @@
 #include "trainer/checkpointer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/GradMode.h>
@@ -73,6 +74,30 @@ at::Tensor read_bytes(const data::h5::File& file, const std::string& name) {
   return at::from_blob(values.data(), {static_cast<int64_t>(values.size())}, at::kByte).clone();
 }
 
+// /rng/cpu always; /rng/cuda, the generator of the model's device, when training on a GPU (dropout draws there).
+void write_rng_states(data::h5::File& file, const c10::Device& model_device) {
+  const auto write = [&](at::Generator generator, const std::string& name) {
+    const std::lock_guard<std::mutex> lock(generator.mutex());
+    write_bytes(file, name, generator.get_state());
+  };
+  write(at::detail::getDefaultCPUGenerator(), "/rng/cpu");
+  if (model_device.is_cuda()) {
+    write(at::globalContext().defaultGenerator(model_device), "/rng/cuda");
+  }
+}
+
+// A checkpoint written on the CPU and resumed on a GPU has no CUDA state: that generator keeps its seeding.
+void read_rng_states(const data::h5::File& file, const c10::Device& model_device) {
+  const auto read = [&](at::Generator generator, const std::string& name) {
+    const std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(read_bytes(file, name));
+  };
+  read(at::detail::getDefaultCPUGenerator(), "/rng/cpu");
+  if (model_device.is_cuda() && file.exists("/rng/cuda")) {
+    read(at::globalContext().defaultGenerator(model_device), "/rng/cuda");
+  }
+}
+
 nlohmann::json read_metadata(const fs::path& step_dir) {
   const fs::path path = step_dir / kMetadata;
   std::ifstream in(path);
@@ -142,11 +167,7 @@ fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, torch
           record("optim/" + item.key() + "/exp_avg_sq", adam.exp_avg_sq());
         }
       }
-      at::Generator cpu = at::detail::getDefaultCPUGenerator();
-      {
-        const std::lock_guard<std::mutex> lock(cpu.mutex());
-        write_bytes(file, "/rng/cpu", cpu.get_state());
-      }
+      write_rng_states(file, model.parameters().front().device());
     }
     data::fsync_file(temporary);
     fs::rename(temporary, staging / file_name);
@@ -271,11 +292,7 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, 
       }
     }
   }
-  at::Generator cpu = at::detail::getDefaultCPUGenerator();
-  {
-    const std::lock_guard<std::mutex> lock(cpu.mutex());
-    cpu.set_state(read_bytes(file, "/rng/cpu"));
-  }
+  read_rng_states(file, model.parameters().front().device());
   TrainingState state;
   state.step = metadata.at("step").get<int64_t>();
   state.tokens_seen = metadata.at("tokens_seen").get<int64_t>();

@@ -1,7 +1,7 @@
 // Checkpoints in the layout of DESIGN.md:
 //
 //   CKPT/step_00001000/rank_00000.h5   this writing rank's tensors: /params/<name>, /optim/<name>/{exp_avg,
-//                                      exp_avg_sq} with attribute step, /rng/cpu (and /rng/cuda)
+//                                      exp_avg_sq} with attribute step, /rng/cpu (and /rng/cuda on a GPU)
 //   CKPT/step_00001000/metadata.json   written last: step, tokens seen, loader position, the mesh, the full config,
 //                                      the dataset's tokenizer, and for every tensor its global shape, dtype and
 //                                      which file holds which slice
