@@ -216,11 +216,14 @@ int Trainer::train(const std::string& resume) {
       last_checkpoint = state_.step;
     }
     if (const int signal = agreed_stop_signal(stop_signals); signal != 0) {
-      spdlog::warn("{}: stopping at step {} of {}, with a checkpoint; --resume auto continues the run",
-                   launch::signal_name(signal), state_.step, config_.run.max_steps);
+      // After a skipped (non-finite) step the newest checkpoint stays the last good one, as at the end of a run.
       if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
         save_checkpoint();
+        last_checkpoint = state_.step;
       }
+      spdlog::warn("{}: stopped at step {} of {}, {}; --resume auto continues the run", launch::signal_name(signal),
+                   state_.step, config_.run.max_steps,
+                   last_checkpoint == state_.step ? "with a checkpoint of this step" : "after a skipped step");
       return signal;
     }
   }

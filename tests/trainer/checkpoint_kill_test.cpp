@@ -161,7 +161,7 @@ TEST_F(TrainProcess, SigtermSavesTheStepInProgressAndExits) {
   const std::string log = read_text(dir / "train.log");
   ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM ended the process instead of stopping the run:\n" << log;
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << log;
-  EXPECT_NE(log.find("SIGTERM: stopping at step"), std::string::npos) << log;
+  EXPECT_NE(log.find("SIGTERM: stopped at step"), std::string::npos) << log;
 
   const auto stopped = newest_checkpoint();
   ASSERT_TRUE(stopped.has_value()) << log;
