@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include "launch/error.h"
 
 namespace mlagpt::monitoring {
@@ -51,6 +53,30 @@ PrometheusExporter::PrometheusExporter(const std::string& bind_address)
     throw ConfigError(fmt::format("metrics: cannot listen on '{}': {}", bind_address, e.what()));
   }
   exposer_->RegisterCollectable(registry_);
+}
+
+std::string rank_bind_address(const std::string& bind_address, int local_rank) {
+  const auto colon = bind_address.rfind(':');
+  int port = -1;
+  if (colon != std::string::npos) {
+    const std::string digits = bind_address.substr(colon + 1);
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (error != std::errc() || end != digits.data() + digits.size() || digits.empty()) {
+      port = -1;
+    }
+  }
+  if (port < 0 || port > 65535) {
+    throw ConfigError(
+        fmt::format("monitoring.metrics_address '{}' is not 'host:port' with a port in [0, 65535]", bind_address));
+  }
+  if (port == 0) {
+    return bind_address;
+  }
+  if (port + local_rank > 65535) {
+    throw ConfigError(fmt::format("monitoring.metrics_address '{}': local rank {} would need port {}, above 65535",
+                                  bind_address, local_rank, port + local_rank));
+  }
+  return fmt::format("{}:{}", bind_address.substr(0, colon), port + local_rank);
 }
 
 uint16_t PrometheusExporter::port() const {

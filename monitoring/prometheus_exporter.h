@@ -29,6 +29,11 @@ class PrometheusExporter {
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
+// The address a rank's exporter binds: `bind_address` ("host:port") with the port moved up by the rank's index on
+// its node, so that the processes of one node (one per GPU) each get a port of their own: 9400, 9401, ... Port 0
+// (ephemeral) stays 0. Throws ConfigError naming `bind_address` when it has no port, or the port would pass 65535.
+std::string rank_bind_address(const std::string& bind_address, int local_rank);
+
 // The prometheus-cpp version this build was compiled against.
 std::string prometheus_cpp_version();
 

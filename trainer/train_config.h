@@ -114,7 +114,7 @@ struct CheckpointConfig {
 };
 
 struct MonitoringConfig {
-  std::string metrics_address;  // "host:port" for the Prometheus exporter; "" = off
+  std::string metrics_address;  // "host:port" of the Prometheus exporter, + local rank; "" = off
   bool jsonl = true;            // <run.out_dir>/metrics.jsonl
   std::string log_level = "info";
   double peak_flops = 0;  // per device, for MFU; 0 = known default for the device (H100 bf16: 989e12)

@@ -137,7 +137,9 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));
   }
   if (!config_.monitoring.metrics_address.empty()) {
-    exporter_ = std::make_unique<monitoring::PrometheusExporter>(config_.monitoring.metrics_address);
+    exporter_ = std::make_unique<monitoring::PrometheusExporter>(
+        monitoring::rank_bind_address(config_.monitoring.metrics_address, process.local_rank));
+    spdlog::info("metrics: serving Prometheus metrics on port {} at /metrics", exporter_->port());
     metrics_.add(std::make_unique<monitoring::PrometheusSink>(exporter_->registry(), process.rank));
   }
   flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());

@@ -10,7 +10,6 @@
 #include "launch/error.h"
 #include "support/temp_dir.h"
 
-
 TEST(PrometheusExporter, ServesACounterOnAnEphemeralPort) {
   mlagpt::monitoring::PrometheusExporter exporter("127.0.0.1:0");
   const uint16_t port = exporter.port();
@@ -28,4 +27,20 @@ TEST(PrometheusExporter, ServesACounterOnAnEphemeralPort) {
 
 TEST(PrometheusExporter, BadAddressIsAConfigError) {
   EXPECT_THROW(mlagpt::monitoring::PrometheusExporter("not-an-address:xyz"), mlagpt::ConfigError);
+}
+
+TEST(PrometheusExporter, EachRankOfANodeGetsAPortOfItsOwn) {
+  using mlagpt::monitoring::rank_bind_address;
+  EXPECT_EQ(rank_bind_address("0.0.0.0:9400", 0), "0.0.0.0:9400");
+  EXPECT_EQ(rank_bind_address("0.0.0.0:9400", 7), "0.0.0.0:9407");
+  EXPECT_EQ(rank_bind_address("127.0.0.1:0", 3), "127.0.0.1:0") << "an ephemeral port stays ephemeral";
+  for (const char* bad : {"9400", "host:", "host:94x0", "host:-1", "host:70000"}) {
+    try {
+      rank_bind_address(bad, 0);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const mlagpt::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(rank_bind_address("0.0.0.0:65535", 1), mlagpt::ConfigError);
 }
