@@ -29,7 +29,9 @@ find "$build/tests" -maxdepth 2 -type f -executable -name '*_test' -exec cp {} "
 # the driver (present on any GPU machine); torch, CUDA and NCCL libraries come from the machine's torch wheel.
 for exe in "$out"/bin/*; do
   ldd "$exe" | awk '/=> \//{print $3}'
-done | sort -u | grep -vE '/(torch|nvidia)/|/usr/local/cuda|lib(c|m|dl|rt|pthread|gcc_s|stdc\+\+)\.so|ld-linux|libcuda\.so' |
+done | sort -u |
+  grep -vE '/(torch|nvidia)/|/usr/local/cuda|lib(c|m|dl|rt|pthread|gcc_s|stdc\+\+)\.so|ld-linux|libcuda\.so' |
+  grep -vE '/lib(cudart|cusolver|cublas|cublasLt|cusparse|nvJitLink|nvrtc|nccl|cudnn)[^/]*\.so' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 # Open MPI loads its components and help texts at run time.
 cp -r /usr/lib/x86_64-linux-gnu/openmpi "$out/lib/openmpi"
@@ -45,7 +47,7 @@ torch_lib=$1; shift
 export LD_LIBRARY_PATH="$here/lib:$torch_lib:$torch_lib/../../nvidia/cu13/lib:$torch_lib/../../nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
 export OPAL_PREFIX="$here" OPAL_LIBDIR="$here/lib/openmpi/lib" OMP_NUM_THREADS=4
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nccl_communicator_test qr_test)
+[ ${#tests[@]} -gt 0 ] || tests=(nccl_communicator_test qr_test loader_gpu_test)
 status=0
 for t in "${tests[@]}"; do
   echo "=== $t"
