@@ -78,6 +78,32 @@ class TrainerTest : public testing::Test {
     return read_train_config({}, overrides);
   }
 
+  // Trains 8 steps straight, and 4 then 4 more resumed from the checkpoint of step 4, with `extra` overrides; the
+  // losses, the final parameters and the last evaluation must be bit-identical.
+  void expect_exact_resume(const std::vector<std::string>& extra) {
+    Trainer straight(config("straight", 8, extra), runtime());
+    straight.train("");
+    Trainer first_half(config("resumed", 4, extra), runtime());
+    first_half.train("");
+    Trainer second_half(config("resumed", 8, extra), runtime());
+    second_half.train("auto");
+    EXPECT_EQ(second_half.step(), 8);
+
+    const std::vector<double> expected = losses(dir_ / "straight");
+    const std::vector<double> actual = losses(dir_ / "resumed");
+    ASSERT_EQ(expected.size(), 8U);
+    ASSERT_EQ(actual.size(), 8U);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(actual[i], expected[i]) << "step " << i + 1;  // bit-identical, not approximately equal
+    }
+    EXPECT_LT(expected.back(), expected.front());
+    auto resumed = second_half.model().named_parameters();
+    for (const auto& item : straight.model().named_parameters()) {
+      EXPECT_TRUE(at::equal(item.value(), resumed[item.key()])) << item.key();
+    }
+    EXPECT_EQ(second_half.last_eval().loss, straight.last_eval().loss);
+  }
+
   static std::vector<double> losses(const fs::path& run) {
     std::vector<double> out;
     std::ifstream in(run / "metrics.jsonl");
@@ -96,27 +122,12 @@ class TrainerTest : public testing::Test {
 }  // namespace
 
 TEST_F(TrainerTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
-  Trainer straight(config("straight", 8), runtime());
-  straight.train("");
-  Trainer first_half(config("resumed", 4), runtime());
-  first_half.train("");
-  Trainer second_half(config("resumed", 8), runtime());
-  second_half.train("auto");
-  EXPECT_EQ(second_half.step(), 8);
+  expect_exact_resume({});
+}
 
-  const std::vector<double> expected = losses(dir_ / "straight");
-  const std::vector<double> actual = losses(dir_ / "resumed");
-  ASSERT_EQ(expected.size(), 8U);
-  ASSERT_EQ(actual.size(), 8U);
-  for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_EQ(actual[i], expected[i]) << "step " << i + 1;  // bit-identical, not approximately equal
-  }
-  EXPECT_LT(expected.back(), expected.front());
-  auto resumed = second_half.model().named_parameters();
-  for (const auto& item : straight.model().named_parameters()) {
-    EXPECT_TRUE(at::equal(item.value(), resumed[item.key()])) << item.key();
-  }
-  EXPECT_EQ(second_half.last_eval().loss, straight.last_eval().loss);
+// Dropout draws random numbers every step: the resumed run must draw the ones the straight run drew.
+TEST_F(TrainerTest, ResumedRunWithDropoutIsBitIdenticalToAnUninterruptedOne) {
+  expect_exact_resume({"--model.dropout=0.2"});
 }
 
 TEST_F(TrainerTest, RefusesACheckpointOfAnotherModel) {
