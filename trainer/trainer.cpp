@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/full.h>
+#include <c10/util/hash.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -187,6 +188,7 @@ int Trainer::train(const std::string& resume) {
   int64_t last_checkpoint = state_.step;
   while (state_.step < config_.run.max_steps) {
     const auto start = std::chrono::steady_clock::now();
+    seed_step_randomness();
     const StepResult result = train_step_->run(state_.step, [this] {
       data::Batch batch = loader_->next();
       return MicroBatch{batch.x, batch.y};
@@ -236,6 +238,16 @@ int Trainer::train(const std::string& resume) {
     save_checkpoint();
   }
   return 0;
+}
+
+// Dropout's random numbers for step `state_.step` on data-parallel rank r come from generators seeded with
+// (run.seed, r, step): the ranks draw different masks (one seed everywhere would give every rank the same ones), and
+// a resumed run draws what an uninterrupted one would, whatever the number of ranks it resumes on.
+void Trainer::seed_step_randomness() {
+  const auto mix = [](uint64_t a, uint64_t b) { return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL)); };
+  const uint64_t seed = mix(mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(data_parallel_->rank())),
+                            static_cast<uint64_t>(state_.step));
+  at::manual_seed(seed);
 }
 
 // A signal reaches one rank, or several at different moments: every rank must stop after the same step, so they

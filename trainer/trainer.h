@@ -58,6 +58,7 @@ class Trainer {
   void evaluate();
   void save_checkpoint();
   int agreed_stop_signal(const launch::StopSignals& signals);
+  void seed_step_randomness();
 
   TrainConfig config_;
   const launch::Runtime& runtime_;

@@ -2,7 +2,8 @@
 // as one process with batch R * B (the loader deals each global batch out by rank), and gradients are averaged over
 // the ranks, so the two runs have the same losses, evaluations and final weights up to float rounding (sums in
 // another order). A checkpoint carries the global sample position, not a per-rank one, so a run checkpointed by 2
-// ranks continues in 1 process, and the other way round, as if it had never changed.
+// ranks continues in 1 process, and the other way round, as if it had never changed; with dropout, a resumed run
+// draws the masks it would have drawn.
 #include <ATen/ops/allclose.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -44,7 +45,7 @@ class DataParallel : public testing::Test {
 
   // Trains run `run` to `max_steps` on `ranks` processes (mpiexec when more than one), each with a batch of
   // kGlobalBatch / ranks; resumes the run's newest checkpoint when there is one. Fails the test on a non-zero exit.
-  void train(const std::string& run, int ranks, int64_t max_steps) {
+  void train(const std::string& run, int ranks, int64_t max_steps, const std::string& extra = "") {
     std::string command = ranks > 1 ? fmt::format("{} -n {} ", MLAGPT_MPIEXEC, ranks) : "";
     command += fmt::format(
         "{} train --resume auto --run.out_dir={} --run.device=cpu --run.threads=1 --run.max_steps={} "
@@ -52,8 +53,8 @@ class DataParallel : public testing::Test {
         "--model.block_size=32 --model.n_layer=2 --model.n_embd=32 --model.n_head=4 --model.kv_lora_rank=16 "
         "--model.qk_nope_head_dim=8 --model.qk_rope_head_dim=4 --model.v_head_dim=8 --optim.lr=3e-3 "
         "--optim.grad_accum=2 --schedule.warmup_steps=2 --schedule.decay_steps=8 --schedule.min_lr=3e-4 "
-        "--eval.every=4 --eval.batches=2 --checkpoint.every=4 2>&1",
-        MLAGPT_EXECUTABLE, (dir_ / run).string(), max_steps, (dir_ / "data").string(), kGlobalBatch / ranks);
+        "--eval.every=4 --eval.batches=2 --checkpoint.every=4 {} 2>&1",
+        MLAGPT_EXECUTABLE, (dir_ / run).string(), max_steps, (dir_ / "data").string(), kGlobalBatch / ranks, extra);
     int status = 0;
     const std::string output = mlagpt::testing::run_command(command, &status);
     ASSERT_EQ(status, 0) << command << "\n" << output;
@@ -131,4 +132,17 @@ TEST_F(DataParallel, ACheckpointResumesOnAnotherNumberOfRanks) {
   train("one_then_two", 1, kSteps / 2);
   train("one_then_two", 2, kSteps);
   expect_same_training("one_then_two", "one");
+}
+
+// With dropout, every rank's generator is seeded by (seed, rank, step) at each step, while only rank 0 writes the
+// checkpoint: 2 ranks resumed from step 4 must still draw what they drew straight through.
+TEST_F(DataParallel, TwoRanksWithDropoutResumeExactly) {
+  train("straight", 2, kSteps, "--model.dropout=0.2");
+  train("resumed", 2, kSteps / 2, "--model.dropout=0.2");
+  train("resumed", 2, kSteps, "--model.dropout=0.2");
+  const Curve a = curve("resumed");
+  const Curve b = curve("straight");
+  ASSERT_EQ(a.train.size(), static_cast<size_t>(kSteps));
+  EXPECT_EQ(a.train, b.train);
+  EXPECT_EQ(a.eval, b.eval);
 }
