@@ -74,7 +74,9 @@ at::Tensor read_bytes(const data::h5::File& file, const std::string& name) {
   return at::from_blob(values.data(), {static_cast<int64_t>(values.size())}, at::kByte).clone();
 }
 
-// /rng/cpu always; /rng/cuda, the generator of the model's device, when training on a GPU (dropout draws there).
+// /rng/cpu always; /rng/cuda, the generator of the model's device, when training on a GPU. The Trainer reseeds both
+// before every step (dropout's masks derive from the seed, the rank and the step), so its steps do not depend on
+// these; they restore the generators as they were for anything drawn between steps.
 void write_rng_states(data::h5::File& file, const c10::Device& model_device) {
   const auto write = [&](at::Generator generator, const std::string& name) {
     const std::lock_guard<std::mutex> lock(generator.mutex());
