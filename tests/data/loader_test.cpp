@@ -336,6 +336,27 @@ TEST_F(LoaderTest, ResumingOnAnotherNumberOfRanksContinuesTheSameStream) {
   }
 }
 
+// The loader recycles batch buffers once nothing refers to them: a batch, or a view of one, that the consumer keeps
+// is never written again, and recycled buffers carry the right windows.
+TEST_F(LoaderTest, BatchesTheConsumerStillHoldsAreNeverOverwritten) {
+  auto c = config(shards_, 8, T);
+  c.prefetch = 1;
+  TokenLoader loader(c);
+  TokenLoader reference(c);
+  const Batch kept = loader.next();
+  const Batch kept_copy{kept.x.clone(), kept.y.clone()};
+  at::Tensor view = reference.next().x.narrow(0, 2, 3);  // only a view of the batch survives
+  const at::Tensor view_copy = view.clone();
+  for (int step = 1; step < 60; ++step) {  // several epochs of 27 steps: every free buffer is reused many times
+    const Batch batch = loader.next();
+    const Batch expected = reference.next();
+    EXPECT_TRUE(same_batch(batch, expected)) << "step " << step;
+    windows_of(batch);
+  }
+  EXPECT_TRUE(same_batch(kept, kept_copy)) << "a batch still held was overwritten";
+  EXPECT_TRUE(at::equal(view, view_copy)) << "a view of a batch still held was overwritten";
+}
+
 TEST_F(LoaderTest, DestroyingALoaderWithAFullQueueReturns) {
   auto c = config(shards_, 8, T);
   c.prefetch = 2;
