@@ -13,9 +13,9 @@
 //                   the int64 x and y bytes the loader writes.
 // Both memcpy figures are converted to tokens per second (bytes/s over 2, and over 16) and the loader's rate is
 // given as a fraction of each. The 25% target is judged against memcpy(tokens), the bytes the loader reads.
-// Under that reading the loader is bound by its stores: it writes 16 bytes of int64 x and y per 2 bytes of uint16 it
-// reads, so 25% of memcpy(tokens) means writing twice as fast as memcpy moves bytes. memcpy(batches) shows how
-// close the loader is to that bound.
+// Under that reading the loader must write 16 bytes of int64 x and y per 2 bytes of uint16 it reads, so 25% of
+// memcpy(tokens) means writing twice as fast as memcpy moves bytes between cold buffers: possible only because the
+// loader's batch buffers are recycled and stay in cache. memcpy(batches) compares it with a copy of its output bytes.
 //
 // Not a CTest test: run it by hand on a quiet machine, e.g. build/dev/tests/bench/loader_bench --tokens 100000000.
 #include <fcntl.h>
