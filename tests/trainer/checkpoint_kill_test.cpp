@@ -16,8 +16,8 @@
 #include <random>
 #include <thread>
 
-#include "data/prepare.h"
 #include "launch/communicator.h"
+#include "support/small_dataset.h"
 #include "support/temp_dir.h"
 #include "trainer/checkpointer.h"
 
@@ -51,20 +51,7 @@ std::string read_text(const fs::path& path) {
 class TrainProcess : public ::testing::Test {
  protected:
   void SetUp() override {
-    fs::create_directories(dir / "text");
-    {
-      std::ofstream out(dir / "text" / "corpus.txt");
-      for (int i = 0; i < 400; ++i) {
-        out << "line " << i << " of a small corpus for the kill test.\n";
-      }
-    }
-    mlagpt::data::PrepareConfig prepare;
-    prepare.inputs = {(dir / "text").string()};
-    prepare.tokenizer = "byte";
-    prepare.out = dir / "data";
-    prepare.val_fraction = 0;  // one document; these tests evaluate nothing
-    prepare.threads = 1;
-    mlagpt::data::prepare_dataset(prepare);
+    mlagpt::testing::prepare_small_byte_dataset(dir.path(), /*val_fraction=*/0);  // these tests evaluate nothing
   }
 
   std::vector<std::string> command(int64_t max_steps, int64_t checkpoint_every) const {

@@ -11,7 +11,7 @@
 
 #include <fstream>
 
-#include "data/prepare.h"
+#include "support/small_dataset.h"
 #include "support/temp_dir.h"
 #include "trainer/checkpointer.h"
 
@@ -26,22 +26,7 @@ struct Curve {
 
 class DataParallel : public testing::Test {
  protected:
-  void SetUp() override {
-    fs::create_directories(dir_ / "text");
-    for (int f = 0; f < 4; ++f) {
-      std::ofstream out(dir_ / "text" / ("part" + std::to_string(f) + ".txt"));
-      for (int i = 0; i < 120; ++i) {
-        out << "the " << (i * 7 + f) % 13 << " quick foxes jump over " << (i * 3) % 11 << " lazy dogs, twice.\n";
-      }
-    }
-    mlagpt::data::PrepareConfig prepare;
-    prepare.inputs = {(dir_ / "text").string()};
-    prepare.tokenizer = "byte";
-    prepare.out = dir_ / "data";
-    prepare.val_fraction = 0.25;
-    prepare.threads = 1;
-    mlagpt::data::prepare_dataset(prepare);
-  }
+  void SetUp() override { mlagpt::testing::prepare_small_byte_dataset(dir_.path()); }
 
   // Trains run `run` to `max_steps` on `ranks` processes (mpiexec when more than one), each with a batch of
   // kGlobalBatch / ranks; resumes the run's newest checkpoint when there is one. Fails the test on a non-zero exit.

@@ -9,8 +9,8 @@
 
 #include <fstream>
 
-#include "data/prepare.h"
 #include "launch/error.h"
+#include "support/small_dataset.h"
 #include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -30,23 +30,7 @@ const mlagpt::launch::Runtime& runtime() {
 
 class TrainerTest : public testing::Test {
  protected:
-  void SetUp() override {
-    // A small corpus of varied sentences, tokenized bytewise.
-    fs::create_directories(dir_ / "text");
-    for (int f = 0; f < 4; ++f) {
-      std::ofstream out(dir_ / "text" / ("part" + std::to_string(f) + ".txt"));
-      for (int i = 0; i < 120; ++i) {
-        out << "the " << (i * 7 + f) % 13 << " quick foxes jump over " << (i * 3) % 11 << " lazy dogs, twice.\n";
-      }
-    }
-    mlagpt::data::PrepareConfig prepare;
-    prepare.inputs = {(dir_ / "text").string()};
-    prepare.tokenizer = "byte";
-    prepare.out = dir_ / "data";
-    prepare.val_fraction = 0.25;
-    prepare.threads = 1;
-    mlagpt::data::prepare_dataset(prepare);
-  }
+  void SetUp() override { mlagpt::testing::prepare_small_byte_dataset(dir_.path()); }
 
   TrainConfig config(const std::string& run, int64_t max_steps, std::vector<std::string> extra = {}) {
     std::vector<std::string> overrides = {"--run.out_dir=" + (dir_ / run).string(),
