@@ -242,7 +242,7 @@ int Trainer::train(const std::string& resume) {
 
 // Dropout's random numbers for step `state_.step` on data-parallel rank r come from generators seeded with
 // (run.seed, r, step): the ranks draw different masks (one seed everywhere would give every rank the same ones), and
-// a resumed run draws what an uninterrupted one would, whatever the number of ranks it resumes on.
+// a resumed run draws what an uninterrupted run on that many ranks would, without per-rank generator states.
 void Trainer::seed_step_randomness() {
   const auto mix = [](uint64_t a, uint64_t b) { return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL)); };
   const uint64_t seed = mix(mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(data_parallel_->rank())),
