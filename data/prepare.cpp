@@ -165,11 +165,38 @@ std::vector<fs::path> without_output_dir(std::vector<fs::path> files, const fs::
 // ---- pass 1: scan ---------------------------------------------------------------------------------------------
 
 struct Scan {
-  std::vector<bool> is_val;  // by document index
+  // By document index: the byte where the document's val part begins. 0: all of it is val; its size: all of it is
+  // train; in between: a long (or the only) document split inside (see prepare.h).
+  std::vector<int64_t> val_begin;
   int64_t text_bytes = 0;
   int64_t train_bytes = 0;
   CharVocabularyBuilder characters;  // filled for the char tokenizer only
 };
+
+// Where the val tail of `text` begins when the document is split inside (prepare.h): the first line start at or
+// after the point that leaves val_fraction of the bytes to val; failing that (no line starts there), the last line
+// start before it; failing that (a single line), the first character boundary at or after it. 0 when the text
+// cannot be split into two non-empty parts.
+int64_t tail_begin(std::string_view text, double val_fraction) {
+  const auto size = static_cast<int64_t>(text.size());
+  const int64_t target = size - static_cast<int64_t>(std::ceil(static_cast<double>(size) * val_fraction));
+  if (target <= 0 || target >= size) {
+    return 0;
+  }
+  // A line starts after every '\n'; the first start at or after target follows the first '\n' at or after target-1.
+  if (const size_t newline = text.find('\n', static_cast<size_t>(target - 1));
+      newline != std::string_view::npos && static_cast<int64_t>(newline) + 1 < size) {
+    return static_cast<int64_t>(newline) + 1;
+  }
+  if (const size_t newline = text.rfind('\n', static_cast<size_t>(target - 1)); newline != std::string_view::npos) {
+    return static_cast<int64_t>(newline) + 1;
+  }
+  int64_t at = target;
+  while (at < size && (static_cast<unsigned char>(text[static_cast<size_t>(at)]) & 0xC0) == 0x80) {
+    ++at;  // a UTF-8 continuation byte: not a character boundary
+  }
+  return at < size ? at : 0;
+}
 
 Scan scan_corpus(const std::vector<fs::path>& files, const PrepareConfig& config, bool split_on_percent,
                  int64_t file_bytes) {
@@ -179,6 +206,7 @@ Scan scan_corpus(const std::vector<fs::path>& files, const PrepareConfig& config
   Sha256 hash;
   Document document;
   std::vector<int64_t> bytes;  // per document, to move documents between splits below
+  int64_t only_tail = 0;       // tail_begin of the first document
   while (reader.next(document)) {
     try {
       if (config.tokenizer == "char") {
@@ -192,33 +220,56 @@ Scan scan_corpus(const std::vector<fs::path>& files, const PrepareConfig& config
                       "text (--tokenizer byte takes any bytes)",
                       reader.where(document), e.what(), config.tokenizer));
     }
-    scan.is_val.push_back(split_value(config.seed, document.text, hash) < config.val_fraction);
-    bytes.push_back(static_cast<int64_t>(document.text.size()));
+    const auto size = static_cast<int64_t>(document.text.size());
+    const int64_t tail = config.val_fraction > 0 ? tail_begin(document.text, config.val_fraction) : 0;
+    if (size >= kLongDocumentBytes && tail > 0) {
+      scan.val_begin.push_back(tail);
+    } else {
+      scan.val_begin.push_back(split_value(config.seed, document.text, hash) < config.val_fraction ? 0 : size);
+    }
+    if (scan.val_begin.size() == 1) {
+      only_tail = tail;  // used when this turns out to be the only document
+    }
+    bytes.push_back(size);
     meter.update(reader.bytes_read());
   }
   meter.finish();
-  const size_t count = scan.is_val.size();
+  const size_t count = scan.val_begin.size();
   if (count == 0) {
     throw DataError(fmt::format("no documents in the input: the {} input files hold no text ({}{})", files.size(),
                                 files.front().string(), files.size() > 1 ? ", ..." : ""));
   }
   if (config.val_fraction > 0) {
-    if (count < 2) {
-      throw DataError(
-          fmt::format("the input holds a single document ({}), which cannot be split into train and val "
-                      "(--val-fraction {}); give more documents or --val-fraction 0",
-                      files.front().string(), config.val_fraction));
+    if (count == 1) {
+      if (only_tail == 0) {
+        throw DataError(
+            fmt::format("the input holds a single document ({}) too short to split into train and val "
+                        "(--val-fraction {}); give more text or --val-fraction 0",
+                        files.front().string(), config.val_fraction));
+      }
+      scan.val_begin.front() = only_tail;
+      spdlog::info("[data] the input is a single document: its last {} bytes ({:.1f}%) are the val split",
+                   bytes.front() - only_tail,
+                   100.0 * static_cast<double>(bytes.front() - only_tail) / static_cast<double>(bytes.front()));
     }
-    if (std::find(scan.is_val.begin(), scan.is_val.end(), true) == scan.is_val.end()) {
-      scan.is_val.back() = true;
+    // Neither split may be empty: with no val part anywhere the last document moves to val, with no train part
+    // the first moves to train.
+    bool any_val = false;
+    bool any_train = false;
+    for (size_t i = 0; i < count; ++i) {
+      any_val = any_val || scan.val_begin[i] < bytes[i];
+      any_train = any_train || scan.val_begin[i] > 0;
     }
-    if (std::find(scan.is_val.begin(), scan.is_val.end(), false) == scan.is_val.end()) {
-      scan.is_val.front() = false;
+    if (!any_val) {
+      scan.val_begin.back() = 0;
+    }
+    if (!any_train) {
+      scan.val_begin.front() = bytes.front();
     }
   }
   for (size_t i = 0; i < count; ++i) {
     scan.text_bytes += bytes[i];
-    scan.train_bytes += scan.is_val[i] ? 0 : bytes[i];
+    scan.train_bytes += scan.val_begin[i];
   }
   return scan;
 }
@@ -245,13 +296,14 @@ std::unique_ptr<Tokenizer> build_tokenizer(const PrepareConfig& config, const Sc
   size_t index = 0;
   const TextSource source = [&](std::string& text) {
     while (reader.next(document)) {
-      if (index == scan.is_val.size()) {
+      if (index == scan.val_begin.size()) {
         throw_inputs_changed();
       }
-      const bool is_val = scan.is_val[index++];
-      if (is_val || (keep < 1 && split_value(config.seed, document.text, hash) >= upper)) {
+      const int64_t train_part = scan.val_begin[index++];
+      if (train_part == 0 || (keep < 1 && split_value(config.seed, document.text, hash) >= upper)) {
         continue;
       }
+      document.text.resize(static_cast<size_t>(train_part));  // a split document's val tail never reaches it
       text = std::move(document.text);
       return true;
     }
@@ -322,31 +374,47 @@ Splits tokenize_and_write(const PrepareConfig& config, const Scan& scan, const T
   SplitWriter val(config.out, "val", info, config.shard_tokens);
   DocumentReader reader(files, split_on_percent);
   ProgressMeter meter("tokenizing", scan.text_bytes);
-  std::vector<Document> batch;
+  std::vector<Document> batch;  // documents, and the two parts of a document split inside, in order
+  std::vector<bool> to_val;     // by batch entry
   size_t index = 0;
   int64_t done_bytes = 0;
   for (bool more = true; more;) {
     batch.clear();
+    to_val.clear();
     size_t batch_bytes = 0;
     Document document;
     while (batch_bytes < kBatchBytes && (more = reader.next(document))) {
+      if (index == scan.val_begin.size()) {
+        throw_inputs_changed();
+      }
       batch_bytes += document.text.size();
-      batch.push_back(std::move(document));
+      const auto train_part = static_cast<size_t>(scan.val_begin[index++]);
+      if (train_part > 0 && train_part < document.text.size()) {
+        Document tail{
+            document.text.substr(train_part), document.file,
+            document.line + std::count(document.text.begin(),
+                                       document.text.begin() + static_cast<std::ptrdiff_t>(train_part), '\n')};
+        document.text.resize(train_part);
+        batch.push_back(std::move(document));
+        to_val.push_back(false);
+        batch.push_back(std::move(tail));
+        to_val.push_back(true);
+      } else {
+        batch.push_back(std::move(document));
+        to_val.push_back(train_part == 0);
+      }
     }
     if (batch.empty()) {
       break;
     }
     const std::vector<std::vector<int32_t>> ids = encode_batch(tokenizer, batch, threads, reader);
-    for (size_t i = 0; i < batch.size(); ++i, ++index) {
-      if (index == scan.is_val.size()) {
-        throw_inputs_changed();
-      }
-      (scan.is_val[index] ? val : train).add_document(ids[i], static_cast<int64_t>(batch[i].text.size()));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      (to_val[i] ? val : train).add_document(ids[i], static_cast<int64_t>(batch[i].text.size()));
     }
     done_bytes += static_cast<int64_t>(batch_bytes);
     meter.update(done_bytes);
   }
-  if (index != scan.is_val.size()) {
+  if (index != scan.val_begin.size()) {
     throw_inputs_changed();
   }
   meter.finish();

@@ -11,11 +11,18 @@
 //      tokenize in parallel, and write the shards of each split (split_writer.h).
 //   6. Write dataset.json last (temporary name, fsync, rename): a manifest only ever lists complete shards.
 //
-// Train/val split: a document goes to val when u < val_fraction, u in [0, 1) being the first 8 bytes of
-// SHA-256(seed as 8 little-endian bytes || document bytes) read as a big-endian integer over 2^64. It depends on
-// the document's content only, so adding or removing other documents never moves a document, and duplicate
-// documents always land in the same split. With val_fraction > 0 each split gets at least one document: when
-// hashing leaves val empty, the last document moves to val; when it leaves train empty, the first moves to train.
+// Train/val split, with val_fraction > 0:
+//   - A long document (kLongDocumentBytes or more: a book, a whole text file) is split inside: its last
+//     val_fraction of bytes, from the first line start at or after that point, is a val document, the rest a train
+//     document (failing a line start there, the last one before it; failing any, a character boundary).
+//   - A single-document input (one text file, the way nanoGPT and char-rnn users start) is split the same way,
+//     whatever its length: its tail is the val split.
+//   - Any other document goes to val whole when u < val_fraction, u in [0, 1) being the first 8 bytes of
+//     SHA-256(seed as 8 little-endian bytes || document bytes) read as a big-endian integer over 2^64.
+// Both rules depend on the document's content only, so adding or removing other documents never moves a document
+// or a tail, and duplicate documents always land in the same split. Each split gets at least one document: when
+// nothing went to val, the last document moves there; when nothing went to train, the first moves there. The bpe
+// tokenizer is trained on train text only, the head of a split document included and its tail not.
 //
 // Determinism: documents are tokenized in parallel but placed by their index, so the shards, the tokenizer and
 // dataset.json are byte-identical whatever `threads` is.
@@ -30,6 +37,9 @@
 #include "data/dataset_manifest.h"
 
 namespace mlagpt::data {
+
+// Documents of at least this many bytes are split inside into a train head and a val tail (see above).
+inline constexpr int64_t kLongDocumentBytes = int64_t{64} << 10;
 
 // BPE training reads at most this much text (SentencePiece keeps all of it in memory, several times over).
 inline constexpr int64_t kMaxBpeTrainingBytes = int64_t{256} << 20;

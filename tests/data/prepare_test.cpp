@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <random>
@@ -21,6 +22,7 @@
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
 #include "launch/error.h"
+#include "support/prerequisites.h"
 #include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -334,6 +336,84 @@ TEST(Prepare, SplitIsSeededStableAndNeverEmpty) {
   EXPECT_EQ(split_documents(config.out, huge.manifest.val), std::vector<std::string>{"two"});
 }
 
+// A text of `lines` numbered lines of different lengths, some with multi-byte characters.
+std::string numbered_lines(int lines, const std::string& word) {
+  std::string text;
+  for (int i = 0; i < lines; ++i) {
+    text += fmt::format("{} {} caf\xC3\xA9{}\n", word, i, std::string(static_cast<size_t>(i % 13), '.'));
+  }
+  return text;
+}
+
+TEST(Prepare, SingleTextFileGivesItsTailToValOnALineBoundary) {
+  TempDir dir;
+  const std::string text = numbered_lines(700, "line");  // ~15 KB: short, but the only document
+  write_file(dir / "input.txt", text);
+  for (const std::string tokenizer : {"char", "byte"}) {
+    PrepareConfig config = make_config({(dir / "input.txt").string()}, tokenizer, dir / tokenizer);
+    config.split_on_percent = false;
+    const auto report = mlagpt::data::prepare_dataset(config);
+    const std::vector<std::string> train = split_documents(config.out, report.manifest.train);
+    const std::vector<std::string> val = split_documents(config.out, report.manifest.val);
+    ASSERT_EQ(train.size(), 1U);
+    ASSERT_EQ(val.size(), 1U);
+    EXPECT_EQ(train[0] + val[0], text);  // the head and the tail, in order, nothing lost or repeated
+    ASSERT_FALSE(train[0].empty());
+    EXPECT_EQ(train[0].back(), '\n');  // the tail starts a line
+    // The tail is val_fraction of the bytes, up to the rest of the line the cut point falls in.
+    const auto wanted = static_cast<size_t>(std::ceil(static_cast<double>(text.size()) * config.val_fraction));
+    EXPECT_LE(val[0].size(), wanted);
+    EXPECT_GT(val[0].size(), wanted - 40);
+    // Deterministic: again, byte for byte.
+    const auto before = directory_hashes(config.out);
+    config.force = true;
+    mlagpt::data::prepare_dataset(config);
+    EXPECT_EQ(directory_hashes(config.out), before);
+  }
+}
+
+TEST(Prepare, LongDocumentsAreSplitInsideAndTheTailNeverTrainsTheTokenizer) {
+  TempDir dir;
+  // A book-length document between short ones: its last val_fraction goes to val, its head to train; the short
+  // ones are assigned whole by hash.
+  const std::string book = numbered_lines(4000, "book");
+  ASSERT_GE(static_cast<int64_t>(book.size()), mlagpt::data::kLongDocumentBytes);
+  const std::vector<std::string> shorts = make_documents(30, 9);
+  write_file(dir / "corpus" / "a.txt", shorts[0]);
+  write_file(dir / "corpus" / "b.txt", book);
+  for (size_t i = 1; i < shorts.size(); ++i) {
+    write_file(dir / "corpus" / fmt::format("c{:02d}.txt", i), shorts[i]);
+  }
+  PrepareConfig config = make_config({(dir / "corpus").string()}, "bpe", dir / "out");
+  config.split_on_percent = false;
+  const auto report = mlagpt::data::prepare_dataset(config);
+  const std::vector<std::string> train = split_documents(config.out, report.manifest.train);
+  const std::vector<std::string> val = split_documents(config.out, report.manifest.val);
+  EXPECT_EQ(train.size() + val.size(), shorts.size() + 2);
+  std::string head;
+  std::string tail;
+  for (const std::string& document : train) {
+    head = document.starts_with("book 0 ") ? document : head;
+  }
+  for (const std::string& document : val) {
+    tail = document.starts_with("book ") ? document : tail;
+  }
+  EXPECT_EQ(head + tail, book);
+  EXPECT_FALSE(tail.empty());
+  EXPECT_LE(tail.size(), static_cast<size_t>(std::ceil(static_cast<double>(book.size()) * config.val_fraction)));
+
+  // The bpe tokenizer learned from the train text alone: the same corpus with the tail cut off, and exactly the
+  // train documents kept, gives the same tokenizer.
+  for (size_t i = 0; i < train.size(); ++i) {
+    write_file(dir / "train_only" / fmt::format("{:02d}.txt", i), train[i]);  // in the same order
+  }
+  PrepareConfig train_only = make_config({(dir / "train_only").string()}, "bpe", dir / "train_only_out");
+  train_only.split_on_percent = false;
+  train_only.val_fraction = 0;
+  const auto reference = mlagpt::data::prepare_dataset(train_only);
+  EXPECT_EQ(report.manifest.tokenizer.sha256, reference.manifest.tokenizer.sha256);
+}
+
 TEST(Prepare, ManifestListsExactlyWhatIsOnDisk) {
   TempDir dir;
   const auto [inputs, documents] = write_corpus(dir / "corpus", make_documents(90, 6));
@@ -460,8 +540,11 @@ TEST(Prepare, BadInputIsNamedAndLeavesNoShard) {
   config.val_fraction = 0.5;
   config.shard_tokens = 0;
   EXPECT_THAT(error_of<ConfigError>(config), HasSubstr("--shard-tokens 0 must be positive"));
+  write_file(dir / "one_line.txt", "x");
+  config = make_config({(dir / "one_line.txt").string()}, "byte", out);
+  EXPECT_THAT(error_of<DataError>(config),
+              HasSubstr("a single document (" + (dir / "one_line.txt").string() + ") too short to split"));
   config = make_config({good}, "byte", out);
-  EXPECT_THAT(error_of<DataError>(config), HasSubstr("a single document"));
   config.inputs = {};
   config.default_corpus = dir / "no-fortunes";
   EXPECT_THAT(error_of<IoError>(config), HasSubstr("the default corpus is missing; install Debian's fortunes "
@@ -515,9 +598,8 @@ TEST(Prepare, HdfToolsOpenTheShards) {
 }
 
 TEST(Prepare, DefaultCorpusIsTheFortuneTextFiles) {
-  if (!fs::is_directory(mlagpt::data::kDefaultCorpusDir)) {
-    GTEST_SKIP() << mlagpt::data::kDefaultCorpusDir << " is missing: install Debian's fortunes package";
-  }
+  MLAGPT_REQUIRE_INSTALLED(fs::is_directory(mlagpt::data::kDefaultCorpusDir),
+                           mlagpt::data::kDefaultCorpusDir << " is missing: install Debian's fortunes package");
   TempDir dir;
   PrepareConfig config;
   config.tokenizer = "byte";
