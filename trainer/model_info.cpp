@@ -32,11 +32,22 @@ model::ModelConfig read_model_config(const std::filesystem::path& path) {
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype) {
   const model::ModelConfig config = read_model_config(file);
   const int64_t context = context_length == 0 ? config.block_size : context_length;
-  if (context > config.block_size) {
-    throw ConfigError(
-        fmt::format("context length {} exceeds block_size {} of {}", context, config.block_size, file.string()));
+  if (context <= config.block_size) {
+    return model::format_model_info(config, context, dtype);
   }
-  return model::format_model_info(config, context, dtype);
+  // RoPE has no table of positions, so a cache can be planned for contexts the model was not trained at; learned
+  // positions end at block_size.
+  if (!config.uses_rope()) {
+    throw ConfigError(fmt::format(
+        "context length {} exceeds block_size {} of {}, and the model has learned positions (model.positions = "
+        "\"learned\"), which end at block_size; only a RoPE model can plan a longer context",
+        context, config.block_size, file.string()));
+  }
+  return model::format_model_info(config, context, dtype) +
+         fmt::format(
+             "note: context {} is past block_size {}: RoPE positions allow it, but the model is trained at "
+             "{} tokens\n",
+             context, config.block_size, config.block_size);
 }
 
 }  // namespace mlagpt::trainer

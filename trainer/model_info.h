@@ -26,7 +26,8 @@ namespace mlagpt::trainer {
 model::ModelConfig read_model_config(const std::filesystem::path& file);
 
 // The `mlagpt model-info` text for `file`: format_model_info at `context_length` tokens (0 = the config's
-// block_size) in `dtype`. Throws ConfigError for a context longer than block_size, which no model can run.
+// block_size) in `dtype`. A context past block_size is planned for RoPE models (with a note saying the model is
+// trained at block_size); with learned positions it is a ConfigError, as they end at block_size.
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype);
 
 }  // namespace mlagpt::trainer

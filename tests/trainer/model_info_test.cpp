@@ -144,9 +144,26 @@ TEST_F(ModelInfoToml, MissingFileOrTableIsAnError) {
   EXPECT_NE(header.find("header.toml"), std::string::npos) << header;
 }
 
-TEST_F(ModelInfoToml, ContextBeyondBlockSizeIsAnError) {
-  EXPECT_THROW(model_info_report(kConfigs / "tiny_mla.toml", 257, "bfloat16"), ConfigError);
+TEST_F(ModelInfoToml, ContextBeyondBlockSizeOnlyWithRope) {
+  // tiny_mla has RoPE positions and block_size 256: a longer context is planned, with its cache, and a note.
+  const model::ModelConfig mla = read_model_config(kConfigs / "tiny_mla.toml");
+  ASSERT_TRUE(mla.uses_rope());
+  ASSERT_EQ(mla.block_size, 256);
   EXPECT_NE(model_info_report(kConfigs / "tiny_mla.toml", 0, "bfloat16").find("256 tokens"), std::string::npos);
+  const std::string longer = model_info_report(kConfigs / "tiny_mla.toml", 1000, "bfloat16");
+  EXPECT_NE(longer.find(model::format_model_info(mla, 1000, "bfloat16")), std::string::npos) << longer;
+  EXPECT_NE(longer.find("past block_size 256"), std::string::npos) << longer;
+  // Learned positions end at block_size.
+  const std::filesystem::path learned =
+      write("learned.toml", "[model]\nattention = \"mha\"\npositions = \"learned\"\nblock_size = 64\n");
+  try {
+    model_info_report(learned, 65, "bfloat16");
+    ADD_FAILURE() << "a context past block_size with learned positions was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("learned positions"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("learned.toml"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(model_info_report(learned, 64, "bfloat16"));
 }
 
 TEST(ModelInfoCommand, PrintsKvCacheNumbers) {
