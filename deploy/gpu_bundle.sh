@@ -41,17 +41,24 @@ cp /usr/bin/h5dump "$out/bin/" 2>/dev/null || true
 cat > "$out/run-tests.sh" <<'RUN'
 #!/usr/bin/env bash
 # run-tests.sh TORCH_LIB [TEST ...]: runs the named packed test executables (default: those that use the GPU).
+# MLAGPT_REQUIRE_GPU=1: on the GPU machine a gpu test that finds no device fails instead of skipping, and an
+# executable whose tests all skipped (exit 77) counts as a failure too.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 torch_lib=$1; shift
 export LD_LIBRARY_PATH="$here/lib:$torch_lib:$torch_lib/../../nvidia/cu13/lib:$torch_lib/../../nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
-export OPAL_PREFIX="$here" OPAL_LIBDIR="$here/lib/openmpi/lib" OMP_NUM_THREADS=4
+export OPAL_PREFIX="$here" OPAL_LIBDIR="$here/lib/openmpi/lib" OMP_NUM_THREADS=4 MLAGPT_REQUIRE_GPU=1
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(nccl_communicator_test qr_test loader_gpu_test)
 status=0
 for t in "${tests[@]}"; do
   echo "=== $t"
-  "$here/bin/$t" || status=1
+  "$here/bin/$t"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "=== $t FAILED: exit status $rc$([ $rc -eq 77 ] && echo ' (every test skipped)')"
+    status=1
+  fi
 done
 exit $status
 RUN

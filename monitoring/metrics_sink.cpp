@@ -84,7 +84,9 @@ void PrometheusSink::record(const StepMetrics& m) {
   skipped_->Set(static_cast<double>(m.skipped_steps_total));
 }
 
-void PrometheusSink::record(const EvalMetrics& m) { eval_loss_->Set(m.loss); }
+void PrometheusSink::record(const EvalMetrics& m) {
+  eval_loss_->Set(m.loss);
+}
 
 void MetricsFanout::record(const StepMetrics& metrics) {
   for (auto& sink : sinks_) {

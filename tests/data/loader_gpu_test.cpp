@@ -6,6 +6,7 @@
 
 #include "data/loader.h"
 #include "data/token_shard.h"
+#include "support/prerequisites.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -34,9 +35,7 @@ mlagpt::data::LoaderConfig config(const std::filesystem::path& shard, c10::Devic
 }  // namespace
 
 TEST(LoaderGpu, CudaBatchesEqualTheCpuLoaders) {
-  if (!at::hasCUDA()) {
-    GTEST_SKIP() << "no CUDA device";
-  }
+  MLAGPT_REQUIRE_GPU(at::hasCUDA(), "no CUDA device");
   mlagpt::testing::TempDir dir;
   const auto shard = write_shard(dir / "train_00000.h5", 20000);
   const c10::Device cuda(c10::kCUDA, 0);

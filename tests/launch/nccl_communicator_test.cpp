@@ -7,11 +7,10 @@
 
 #include "launch/backend_versions.h"
 #include "launch/nccl_communicator.h"
+#include "support/prerequisites.h"
 
 TEST(NcclCommunicator, GroupOfOneAllReducesOnTheDevice) {
-  if (mlagpt::launch::cuda_device_count() == 0) {
-    GTEST_SKIP() << "no CUDA device on this machine: the NCCL test needs one";
-  }
+  MLAGPT_REQUIRE_GPU(mlagpt::launch::cuda_device_count() > 0, "no CUDA device: the NCCL test needs one");
   mlagpt::launch::NcclCommunicator comm(MPI_COMM_NULL, 0);
   EXPECT_EQ(comm.size(), 1);
   const auto options = at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, 0);

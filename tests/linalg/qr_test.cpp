@@ -11,6 +11,7 @@
 
 #include "launch/backend_versions.h"
 #include "launch/error.h"
+#include "support/prerequisites.h"
 
 namespace {
 
@@ -45,12 +46,8 @@ TEST(HouseholderQr, RejectsWideAndIntegerMatrices) {
 }
 
 TEST(HouseholderQr, CusolverMatchesLapack) {
-  if (!mlagpt::linalg::has_cusolver()) {
-    GTEST_SKIP() << "this build has no CUDA (MLAGPT_WITH_CUDA=OFF): no cuSOLVER to test";
-  }
-  if (mlagpt::launch::cuda_device_count() == 0) {
-    GTEST_SKIP() << "no CUDA device on this machine: the cuSOLVER QR test needs one";
-  }
+  MLAGPT_REQUIRE_GPU(mlagpt::linalg::has_cusolver(), "this build has no CUDA (MLAGPT_WITH_CUDA=OFF): no cuSOLVER");
+  MLAGPT_REQUIRE_GPU(mlagpt::launch::cuda_device_count() > 0, "no CUDA device: the cuSOLVER QR test needs one");
   at::manual_seed(2);
   for (auto dtype : {at::kFloat, at::kDouble}) {
     const at::Tensor a = at::randn({300, 40}, at::TensorOptions().dtype(dtype));

@@ -12,15 +12,15 @@
 #include "data/dataset_manifest.h"
 #include "data/prepare.h"
 #include "data/token_shard.h"
+#include "support/prerequisites.h"
 #include "support/temp_dir.h"
 #include "trainer/trainer.h"
 
 namespace fs = std::filesystem;
 
 TEST(Learning, TinyMlaBeatsTheUnigramEntropyOnTheDefaultCorpus) {
-  if (!fs::is_directory(mlagpt::data::kDefaultCorpusDir)) {
-    GTEST_SKIP() << mlagpt::data::kDefaultCorpusDir << " is missing: install the fortunes package (deploy/setup.sh)";
-  }
+  MLAGPT_REQUIRE_INSTALLED(fs::is_directory(mlagpt::data::kDefaultCorpusDir),
+                           mlagpt::data::kDefaultCorpusDir << " is missing: install the fortunes package");
   mlagpt::testing::TempDir dir;
   mlagpt::data::PrepareConfig prepare;
   prepare.tokenizer = "char";
