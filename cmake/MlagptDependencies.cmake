@@ -1,5 +1,5 @@
-# Finds every dependency of DESIGN.md. All come from Debian packages, except LibTorch, which comes from the
-# PyPI torch wheel in <repo>/.venv (deploy/setup.sh) or from any LibTorch that Torch_DIR points at.
+# Finds every dependency (docs/design.md, "Dependencies"). All come from Debian packages, except LibTorch, which
+# comes from the PyPI torch wheel in <repo>/.venv (deploy/setup.sh) or from any LibTorch that Torch_DIR points at.
 
 # --- LibTorch ------------------------------------------------------------------------------------------------
 # The venv's python also writes the PyTorch reference fixtures for the tests.

@@ -1,4 +1,5 @@
-// `mlagpt prepare`: text files -> tokenizer + token shards + dataset.json (DESIGN.md, "Data flow" and "Formats").
+// `mlagpt prepare`: text files -> tokenizer + token shards + dataset.json (docs/design.md, "Data flow" and
+// "File formats").
 //
 //   1. Resolve the inputs (corpus.h); with none, the default corpus (the fortune files, split on "%" lines).
 //   2. Refuse an output directory that holds a different dataset (options differ) unless `force`. The same options

@@ -1,4 +1,4 @@
-// Token shards: the files `mlagpt prepare` writes and the loader reads (DESIGN.md, "Formats").
+// Token shards: the files `mlagpt prepare` writes and the loader reads (docs/design.md, "File formats").
 //
 //   /tokens       1-D, uint16 when vocab_size <= 65536 else uint32, CONTIGUOUS layout (see below)
 //   /doc_offsets  1-D uint64: the index in /tokens where each document of the shard starts

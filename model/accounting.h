@@ -1,7 +1,8 @@
 // Closed-form accounting of a GPT configuration: parameters by component, KV-cache size, and training FLOPs per
-// token. These are the numbers attention variants are compared by (MLA.md; DeepSeek-V2 table 1 and the MLA
-// experiment repositories report the same ones), so they are computed from the config alone, without building a
-// model; tests/model/accounting_test.cpp checks them against the tensors the model actually registers.
+// token. These are the numbers attention variants are compared by (docs/mla.md, "Parameter and FLOP accounting";
+// DeepSeek-V2 table 1 and the MLA experiment repositories report the same ones), so they are computed from the
+// config alone, without building a model; tests/model/accounting_test.cpp checks them against the tensors the model
+// actually registers.
 //
 // Every function takes a ModelConfig and resolves a copy first (resolve() is idempotent and checks the rules), so
 // derived fields (n_kv_head, mlp_hidden) never silently count as 0. Counts are numbers of values, not bytes,
@@ -67,11 +68,11 @@ double kv_cache_ratio_vs_mha(const ModelConfig& config);
 int64_t flops_parameter_count(const ModelConfig& config);
 
 // Training (forward + backward) FLOPs per token at `context_length` tokens of context, PaLM appendix B's
-// 6N + 12 L H Dh T generalized to unequal q.k and v widths as MLA.md writes it: 6N + 6 L H T (Dqk + Dv), with
-// N = flops_parameter_count, Dqk = config.qk_head_dim() and Dv = config.v_dim(). For mha that is 6N + 12 L d T;
-// gqa and mqa share K and V between heads but still compute H score and value products, so their attention term
-// equals mha's. Like PaLM and nanoGPT, the term counts the full T x T score matrix, not the causal half; MFU
-// computed with it is comparable with theirs.
+// 6N + 12 L H Dh T generalized to unequal q.k and v widths as docs/mla.md ("Parameter and FLOP accounting")
+// writes it: 6N + 6 L H T (Dqk + Dv), with N = flops_parameter_count, Dqk = config.qk_head_dim() and
+// Dv = config.v_dim(). For mha that is 6N + 12 L d T; gqa and mqa share K and V between heads but still compute H
+// score and value products, so their attention term equals mha's. Like PaLM and nanoGPT, the term counts the full
+// T x T score matrix, not the causal half; MFU computed with it is comparable with theirs.
 double training_flops_per_token(const ModelConfig& config, int64_t context_length);
 
 // 4 for "float32", 2 for "bfloat16" and "float16"; throws ConfigError naming the text and the accepted names.

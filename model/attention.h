@@ -2,9 +2,9 @@
 // causal_attention() in attention_core.h for all of them.
 //
 // StandardAttention covers MHA (Hkv = H), GQA (1 < Hkv < H) and MQA (Hkv = 1): q/k/v/o projections, RoPE on q and
-// k per head (positions = rope), K/V cached at Hkv heads. LatentAttention is DeepSeek-V2's MLA (MLA.md): optional
-// query compression, a normalized KV latent and one shared decoupled RoPE key, with naive or absorbed decoding.
-// Every projection is a Projection, so compression can swap in a LowRankLinear.
+// k per head (positions = rope), K/V cached at Hkv heads. LatentAttention is DeepSeek-V2's MLA (docs/mla.md):
+// optional query compression, a normalized KV latent and one shared decoupled RoPE key, with naive or absorbed
+// decoding. Every projection is a Projection, so compression can swap in a LowRankLinear.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -16,7 +16,7 @@ namespace mlagpt::model {
 
 // How MLA decodes with its cache: `kNaive` expands K and V from the cached latent for every cached token at each
 // step; `kAbsorbed` folds the key up-projection into the query and applies the value up-projection after
-// attention over the latent (MLA.md), never expanding K or V.
+// attention over the latent (docs/mla.md, "Absorbed decoding"), never expanding K or V.
 enum class MlaDecodeMode { kNaive, kAbsorbed };
 
 class LayerCache {

@@ -1,5 +1,5 @@
-// Multi-head Latent Attention (DeepSeek-V2, MLA.md). Letters: H heads, Dn = qk_nope_head_dim, Dr =
-// qk_rope_head_dim, Dv = v_head_dim, Dc = kv_lora_rank, Dq = q_lora_rank.
+// Multi-head Latent Attention (DeepSeek-V2; docs/mla.md, "Multi-head Latent Attention"). Letters: H heads,
+// Dn = qk_nope_head_dim, Dr = qk_rope_head_dim, Dv = v_head_dim, Dc = kv_lora_rank, Dq = q_lora_rank.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/dropout.h>

@@ -1,8 +1,8 @@
 // Metrics of training, through one sink interface with two implementations: JsonlSink appends one JSON object per
 // record to RUN/metrics.jsonl (the file a plotting script reads; flushed per line, so a killed run loses nothing
 // already logged), and PrometheusSink updates gauges and counters that the exporter serves at /metrics.
-// Metric names follow DESIGN.md: prefix mlagpt_, base units, _total on counters, _seconds, _ratio; never a step
-// label (the step is itself a gauge). Sinks are called from the training thread only.
+// Metric names follow docs/design.md ("Metrics"): prefix mlagpt_, base units, _total on counters, _seconds,
+// _ratio; never a step label (the step is itself a gauge). Sinks are called from the training thread only.
 #pragma once
 
 #include <prometheus/counter.h>

@@ -1,4 +1,4 @@
-// Checkpoints in the layout of DESIGN.md:
+// Checkpoints in the layout of docs/design.md ("File formats", "Checkpoint"):
 //
 //   CKPT/step_00001000/rank_00000.h5   this writing rank's tensors: /params/<name>, /optim/<name>/{exp_avg,
 //                                      exp_avg_sq} with attribute step, /rng/cpu (and /rng/cuda on a GPU)

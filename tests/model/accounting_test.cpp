@@ -1,7 +1,7 @@
 // The closed-form accounting of model/accounting.h against the model itself: parameter counts by component against
 // the tensors Gpt registers (every attention kind, with and without biases, tied and untied, learned and rotary
-// positions, query compression on and off, GELU and SwiGLU, both norms), KV-cache sizes against MLA.md's formulas
-// and the caches Gpt allocates, and training FLOPs against 6N + 12 L d T for MHA.
+// positions, query compression on and off, GELU and SwiGLU, both norms), KV-cache sizes against docs/mla.md's
+// formulas and the caches Gpt allocates, and training FLOPs against 6N + 12 L d T for MHA.
 #include <ATen/core/Tensor.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -159,7 +159,8 @@ TEST(Accounting, ResolvesDerivedFieldsItself) {
   EXPECT_THROW(count_parameters(broken), ConfigError);
 }
 
-// MLA.md: per token and layer, MHA caches 2 H Dh values, GQA 2 Hkv Dh, MQA 2 Dh, MLA Dc + Dr.
+// docs/mla.md ("What the KV cache holds"): per token and layer, MHA caches 2 H Dh values, GQA 2 Hkv Dh, MQA 2 Dh,
+// MLA Dc + Dr.
 int64_t kv_values_from_mla_md(const ModelConfig& c) {
   const int64_t Dh = c.n_embd / c.n_head;
   switch (c.attention) {

@@ -1,6 +1,7 @@
 // Incremental decoding with a KV cache gives the logits of a full forward over the whole sequence, for every
-// attention variant; MLA's absorbed decoding equals its naive decoding; caches hold what MLA.md says they hold.
-// float32 on the CPU; tolerance 1e-4 relative (the issue's bound). The errors reached are printed.
+// attention variant; MLA's absorbed decoding equals its naive decoding; caches hold what docs/mla.md ("What the KV
+// cache holds") says they hold. float32 on the CPU; tolerance 1e-4 relative (the issue's bound). The errors reached
+// are printed.
 #include <ATen/ops/cat.h>
 #include <ATen/ops/randint.h>
 #include <c10/core/GradMode.h>

@@ -1,5 +1,5 @@
 // Metrics sinks: the JSONL file gets one parseable line per record and keeps earlier lines when reopened (a resumed
-// run); the Prometheus sink's values are served by the exporter under DESIGN.md's names.
+// run); the Prometheus sink's values are served by the exporter under the names of docs/design.md ("Metrics").
 #include "monitoring/metrics_sink.h"
 
 #include <gtest/gtest.h>

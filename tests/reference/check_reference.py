@@ -113,7 +113,8 @@ def check_rope() -> None:
 
 @torch.no_grad()
 def check_mla_absorbed() -> None:
-    """MLA's absorbed decoding formula (MLA.md) on the reference's weight layout equals its naive forward."""
+    """MLA's absorbed decoding formula (docs/mla.md, "Absorbed decoding") on the reference's weight layout equals
+    its naive forward."""
     model = build(dict(FIXTURE_CONFIGS["mla"], n_layer=1))
     c = model.config
     attn = model.blocks[0].attn

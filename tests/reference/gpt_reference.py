@@ -1,7 +1,7 @@
 """Plain PyTorch reference of the mlagpt GPT model (MHA, GQA, MQA and MLA attention).
 
-Written from the equations in MLA.md and the model spec, independently of the C++ code in model/, so the C++
-tests can compare against it (make_fixtures.py turns it into HDF5 fixtures). Readability beats speed here:
+Written from the equations (now in docs/mla.md) and the model spec, independently of the C++ code in model/, so
+the C++ tests can compare against it (make_fixtures.py turns it into HDF5 fixtures). Readability beats speed here:
 attention is written out explicitly (no scaled_dot_product_attention) and RoPE uses complex multiplication,
 while the C++ side uses SDPA and real arithmetic, so a shared misunderstanding cannot hide in shared code.
 
@@ -227,7 +227,7 @@ class MultiHeadLatentAttention(nn.Module):
             self.q_down = nn.Linear(d, Dq, bias=config.bias)
             self.q_norm = RMSNorm(Dq, config.norm_eps)
             self.q_up = nn.Linear(Dq, H * (Dn + Dr), bias=config.bias)
-        # One matrix for W_DKV (rows 0..Dc-1) and W_KR (rows Dc..Dc+Dr-1), as in MLA.md.
+        # One matrix for W_DKV (rows 0..Dc-1) and W_KR (rows Dc..Dc+Dr-1), as in docs/mla.md.
         self.kv_down = nn.Linear(d, Dc + Dr, bias=config.bias)
         self.kv_norm = RMSNorm(Dc, config.norm_eps)
         # W_UK and W_UV as one matrix: per head, Dn k_nope rows then Dv value rows.
