@@ -5,8 +5,8 @@
 #   Torch_DIR=/opt/libtorch/share/cmake/Torch deploy/setup.sh
 #                              uses that LibTorch and skips the wheel
 #
-# Idempotent and quiet: a second run that finds everything in place prints nothing and takes about
-# a second. Runs as root, or as a normal user through sudo. pip's cache (~/.cache/pip) and the venv
+# Idempotent: a second run that finds everything in place installs nothing, says in one line what it
+# skipped, and takes about a second. Runs as root, or as a normal user through sudo. pip's cache (~/.cache/pip) and the venv
 # are kept, so re-running on the same machine does not download the wheel (several GB with its
 # CUDA libraries) again.
 set -euo pipefail
@@ -72,4 +72,8 @@ done
 if [ ${#want[@]} -gt 0 ]; then
   say "installing into the venv: ${want[*]} (the torch wheel and its CUDA libraries are large; pip's cache is kept)"
   "$py" -m pip install -q --disable-pip-version-check "${want[@]}"
+fi
+if [ ${#missing[@]} -eq 0 ] && [ ${#want[@]} -eq 0 ]; then
+  torch_from=${Torch_DIR:-"torch $torch_version in $venv"}
+  say "nothing to install: the ${#debian_packages[@]} Debian packages, $torch_from, numpy and h5py are in place"
 fi

@@ -181,6 +181,11 @@ void Trainer::resume_from(const std::string& resume) {
 int Trainer::train(const std::string& resume) {
   const launch::StopSignals stop_signals;  // only while training: elsewhere a signal ends the process as usual
   resume_from(resume);
+  if (state_.step >= config_.run.max_steps) {
+    spdlog::info("the run is at step {}, and run.max_steps is {}: nothing to train (raise --run.max_steps to go on)",
+                 state_.step, config_.run.max_steps);
+    return 0;
+  }
   loader_->seek(state_.loader_position);
   const int64_t tokens_per_step =
       config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
