@@ -24,6 +24,10 @@ struct SamplingConfig {
   uint64_t seed = 0;
   std::optional<int64_t> stop_token;
   MlaDecodeMode mla_mode = MlaDecodeMode::kAbsorbed;
+  // Sample only token ids below this (0 = every id the model has). A model's vocab_size is padded past the
+  // tokenizer's (to a multiple of 64); the padding ids are never targets but have logits, and a barely trained
+  // model would otherwise emit ids no tokenizer can decode.
+  int64_t vocab_limit = 0;
   void validate() const;  // throws ConfigError naming the field
 };
 

@@ -110,7 +110,8 @@ void run_sample(const SampleOptions& options, const launch::Runtime& runtime, st
                                  .top_p = options.top_p,
                                  .seed = options.seed,
                                  .stop_token = tokenizer.eot_id(),
-                                 .mla_mode = options.mode};
+                                 .mla_mode = options.mode,
+                                 .vocab_limit = tokenizer.vocab_size()};
   out << options.prompt << std::flush;
   // Decode the growing sequence and print what is new: a multi-byte character or a BPE piece may only become
   // text once its last token has arrived.

@@ -1,7 +1,10 @@
 // generate(): greedy decoding equals the argmax of full forwards without a cache, seeds make sampling
 // reproducible, top-k = 1 and a tiny top-p reduce to greedy, the stop token stops, absorbed and naive MLA
-// decoding pick the same tokens, and bad sampling settings are refused.
+// decoding pick the same tokens, a vocab_limit keeps sampling inside a padded vocabulary, and bad sampling settings
+// are refused.
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/argmax.h>
+#include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
@@ -102,4 +105,34 @@ TEST(Generate, RefusesBadSettings) {
   sampling.temperature = 1;
   sampling.top_p = 0;
   EXPECT_THROW(mlagpt::model::generate(model, {1}, sampling), mlagpt::ConfigError);
+}
+
+TEST(Generate, VocabLimitKeepsSamplingInsideThePaddedVocabulary) {
+  // The ids at and past the limit get the largest logits, so without the limit greedy picks one every time.
+  Gpt model = sharp_model(AttentionKind::kMla);
+  const int64_t vocab = model.config().vocab_size;
+  const int64_t limit = vocab - 7;
+  const c10::NoGradGuard no_grad;
+  at::Tensor logits = at::randn({vocab});
+  logits.narrow(0, limit, vocab - limit).fill_(100.0);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
+  SamplingConfig sampling;
+  for (const double temperature : {0.0, 1.0}) {
+    sampling.temperature = temperature;
+    sampling.vocab_limit = 0;
+    EXPECT_GE(mlagpt::model::sample_token(logits, sampling, generator), limit) << temperature;
+    sampling.vocab_limit = limit;
+    for (int i = 0; i < 50; ++i) {
+      EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), limit) << temperature;
+    }
+  }
+  // Whole generations stay inside too, whatever the model prefers.
+  sampling.temperature = 1.5;
+  sampling.max_new_tokens = 40;
+  sampling.vocab_limit = limit;
+  for (const int64_t token : mlagpt::model::generate(model, {1, 2, 3}, sampling)) {
+    EXPECT_LT(token, limit);
+  }
+  sampling.vocab_limit = -1;
+  EXPECT_THROW(sampling.validate(), mlagpt::ConfigError);
 }
