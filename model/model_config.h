@@ -1,9 +1,10 @@
 // ModelConfig: every size and choice of the GPT, typed, with defaults resolved and rules checked in validate().
 //
 // A config is filled from a TOML file (trainer), from the JSON stored in checkpoints and reference fixtures
-// (from_json), or in code. visit_fields() lists every field once, by name, so that readers, writers and the
-// comparison of two configs never list them again. Letters (model/README.md): d = n_embd, H = n_head,
-// Hkv = n_kv_head, Dh = head_dim, Dq = q_lora_rank, Dc = kv_lora_rank, Dn/Dr/Dv = qk_nope/qk_rope/v head dims.
+// (from_json), or in code, every source through the typed assignment of config_value.h. visit_fields() lists every
+// field once, by name, so that readers, writers and the comparison of two configs never list them again. Letters
+// (model/README.md): d = n_embd, H = n_head, Hkv = n_kv_head, Dh = head_dim, Dq = q_lora_rank, Dc = kv_lora_rank,
+// Dn/Dr/Dv = qk_nope/qk_rope/v head dims.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -97,8 +98,8 @@ struct ModelConfig {
 
 // JSON object with every field; enums as their names.
 nlohmann::json to_json(const ModelConfig& config);
-// Reads the fields present (others keep their defaults), rejects unknown keys and wrong types naming them, then
-// resolves. `source` names the document in messages.
+// Reads the fields present (others keep their defaults) through assign_field(), rejects unknown keys and wrong
+// types naming them, then resolves. `source` names the document in messages.
 ModelConfig model_config_from_json(const nlohmann::json& json, std::string_view source);
 
 // "n_head: 12 != 16; attention: mla != gqa", or "" when equal. For refusing incompatible checkpoints.

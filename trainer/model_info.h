@@ -5,10 +5,8 @@
 //   attention = "mla"
 //   n_layer = 12
 //
-// The file is tokenized by CLI11's TOML reader (no TOML parser of our own); values are converted here with one
-// type check per field: integer fields take decimal integers (TOML's `_` digit separators allowed), float fields
-// any number, bools exactly true or false, enums one of their names. CLI11 strips the quotes before we see a
-// value, so `n_layer = "12"` is accepted like `n_layer = 12`.
+// The file is read by read_config_values (config_file.h, toml++) and each value assigned through the typed
+// assign_field of model/config_value.h, as `mlagpt train` does: `n_layer = "12"` is a string, and an error.
 #pragma once
 
 #include <cstdint>
