@@ -103,8 +103,8 @@ void ModelConfig::resolve() {
 }
 
 void ModelConfig::validate() const {
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
-                                    {"block_size", block_size},
+  require(vocab_size >= 0, fmt::format("vocab_size must be >= 0 (0 = not set: the dataset's), got {}", vocab_size));
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"block_size", block_size},
                                     {"n_layer", n_layer},
                                     {"n_embd", n_embd},
                                     {"n_head", n_head},

@@ -31,7 +31,7 @@ void parse_enum(std::string_view field, std::string_view text, MlpKind& out);
 void parse_enum(std::string_view field, std::string_view text, PositionKind& out);
 
 struct ModelConfig {
-  int64_t vocab_size = 256;
+  int64_t vocab_size = 0;  // 0 = not set: the trainer takes the dataset's, rounded up to a multiple of 64
   int64_t block_size = 256;
   int64_t n_layer = 4;
   int64_t n_embd = 128;
@@ -55,7 +55,7 @@ struct ModelConfig {
   int64_t v_head_dim = 32;
 
   // Fills the 0 = "derived" fields (n_kv_head, mlp_hidden) and checks every rule; throws ConfigError that names
-  // the rule and the values. Idempotent.
+  // the rule and the values. Idempotent. vocab_size may stay 0 (not set) here; Gpt refuses to be built so.
   void resolve();
   // The checks alone, on a resolved config.
   void validate() const;

@@ -30,13 +30,21 @@ model::ModelConfig read_model_config(const std::filesystem::path& path) {
 }
 
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype) {
-  const model::ModelConfig config = read_model_config(file);
+  model::ModelConfig config = read_model_config(file);
+  std::string note;
+  if (config.vocab_size == 0) {
+    config.vocab_size = kAssumedVocabSize;
+    note = fmt::format(
+        "vocab_size is not set in {} (training takes the dataset's, rounded up to a multiple of 64): counting {}, "
+        "the byte tokenizer's 257 rounded up\n",
+        file.string(), kAssumedVocabSize);
+  }
   const int64_t context = context_length == 0 ? config.block_size : context_length;
   if (context > config.block_size) {
     throw ConfigError(
         fmt::format("context length {} exceeds block_size {} of {}", context, config.block_size, file.string()));
   }
-  return model::format_model_info(config, context, dtype);
+  return note + model::format_model_info(config, context, dtype);
 }
 
 }  // namespace mlagpt::trainer

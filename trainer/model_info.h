@@ -6,7 +6,8 @@
 //   n_layer = 12
 //
 // The file is read by read_config_values (config_file.h, toml++) and each value assigned through the typed
-// assign_field of model/config_value.h, as `mlagpt train` does: `n_layer = "12"` is a string, and an error.
+// assign_field of model/config_value.h, as `mlagpt train` does: `n_layer = "12"` is a string, and an error. A config
+// without vocab_size (training takes the dataset's) is reported with an assumed one, which the report says.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +24,12 @@ namespace mlagpt::trainer {
 // resolve()'s rule checks come through with the file's name in front.
 model::ModelConfig read_model_config(const std::filesystem::path& file);
 
+// What model-info counts for a config without vocab_size: the byte tokenizer's 257 rounded up to a multiple of 64.
+constexpr int64_t kAssumedVocabSize = 320;
+
 // The `mlagpt model-info` text for `file`: format_model_info at `context_length` tokens (0 = the config's
-// block_size) in `dtype`. Throws ConfigError for a context longer than block_size, which no model can run.
+// block_size) in `dtype`, after a line saying so when vocab_size is not set and kAssumedVocabSize is counted. Throws
+// ConfigError for a context longer than block_size, which no model can run.
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype);
 
 }  // namespace mlagpt::trainer

@@ -1,8 +1,11 @@
 // generate(): greedy decoding equals the argmax of full forwards without a cache, seeds make sampling
 // reproducible, top-k = 1 and a tiny top-p reduce to greedy, the stop token stops, absorbed and naive MLA
-// decoding pick the same tokens, and bad sampling settings are refused.
+// decoding pick the same tokens, padding ids past the tokenizer's vocabulary are never sampled, and bad sampling
+// settings are refused.
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
@@ -90,6 +93,25 @@ TEST(Generate, StopsAtTheStopTokenAndAtBlockSize) {
   // The context fills at block_size (24) positions: 22 tokens fed back after the 2-token prompt, plus the one
   // predicted from the full context.
   EXPECT_EQ(mlagpt::model::generate(model, prompt, sampling).size(), 23U);
+}
+
+// A model's vocabulary padded past the tokenizer's (320 for 257 byte tokens) has ids no tokenizer can decode: with
+// vocab_size set, sampling never returns one, even when they hold the largest logits.
+TEST(SampleToken, NeverReturnsAnIdAtOrAboveVocabSize) {
+  at::Tensor logits = at::zeros({40});
+  logits.narrow(0, 29, 11).fill_(10.0);  // ids 29..39: padding that the model favours
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  SamplingConfig sampling;
+  sampling.vocab_size = 29;
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  }
+  sampling.temperature = 0;
+  EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  sampling.vocab_size = 0;  // off: the padding ids win
+  EXPECT_GE(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  sampling.vocab_size = -1;
+  EXPECT_THROW(sampling.validate(), mlagpt::ConfigError);
 }
 
 TEST(Generate, RefusesBadSettings) {

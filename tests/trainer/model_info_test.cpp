@@ -108,6 +108,15 @@ lr = 3e-4
   EXPECT_GT(c.mlp_hidden, 0) << "read_model_config resolves";
 }
 
+// The tiny configs leave vocab_size to the dataset; model-info has none, and says what it counts instead.
+TEST_F(ModelInfoToml, ConfigWithoutVocabSizeSaysWhatItCounts) {
+  const std::string report = model_info_report(kConfigs / "tiny_mla.toml", 0, "bfloat16");
+  EXPECT_NE(report.find("vocab_size is not set in"), std::string::npos) << report;
+  EXPECT_NE(report.find("vocab 320,"), std::string::npos) << report;
+  EXPECT_EQ(read_model_config(kConfigs / "tiny_mla.toml").vocab_size, 0);
+  EXPECT_EQ(model_info_report(kConfigs / "gpt2_small_mla.toml", 0, "bfloat16").find("not set"), std::string::npos);
+}
+
 TEST_F(ModelInfoToml, ErrorsNameTheFileAndTheKey) {
   struct Case {
     std::string body;
