@@ -107,8 +107,16 @@ Dataset open_dataset(const fs::path& dir, model::ModelConfig& model) {
 Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     : config_(std::move(config)), runtime_(runtime), device_(select_device(config_.run, runtime.info())) {
   const auto& process = runtime_.info();
-  if (config_.run.threads > 0) {
-    at::set_num_threads(static_cast<int>(config_.run.threads));
+  const int cpus = launch::available_cpus();
+  const int threads = config_.run.threads > 0 ? static_cast<int>(config_.run.threads)
+                                              : launch::threads_per_process(cpus, process.local_size);
+  at::set_num_threads(threads);
+  if (process.rank == 0) {
+    spdlog::info("run.threads = {}{}", threads,
+                 config_.run.threads > 0
+                     ? std::string()
+                     : fmt::format(" intra-op threads per process ({} CPUs / {} process(es) on this node)", cpus,
+                                   process.local_size));
   }
 #ifdef MLAGPT_WITH_CUDA
   if (device_.is_cuda() && process.world_size > 1) {
