@@ -1,6 +1,7 @@
 // The Trainer end to end on the CPU: exact resume (2K steps straight equals K steps, then K more after resuming:
 // the same losses and bit-identical parameters), refusing a checkpoint of another model, refusing to start fresh
-// over an existing run, stopping on repeated non-finite steps, and the vocabulary taken from the dataset.
+// over an existing run, stopping on repeated non-finite steps, the vocabulary taken from the dataset, and bfloat16
+// autocast on the CPU.
 #include "trainer/trainer.h"
 
 #include <ATen/ops/equal.h>
@@ -158,6 +159,27 @@ TEST_F(TrainerTest, TinyConfigsTakeTheVocabularyFromTheDataset) {
               std::string::npos)
         << e.what();
     EXPECT_NE(std::string(e.what()).find("(257, byte)"), std::string::npos) << e.what();
+  }
+}
+
+// run.dtype = bfloat16 on a CPU trains under CPU autocast: the losses differ from float32's (so autocast was on),
+// still fall, and the weights stay float32.
+TEST_F(TrainerTest, BfloatOnTheCpuTrainsUnderAutocast) {
+  Trainer bf16(config("bf16", 8, {"--run.dtype=bfloat16", "--eval.every=0", "--checkpoint.every=0"}), runtime());
+  bf16.train("");
+  Trainer fp32(config("fp32", 8, {"--run.dtype=float32", "--eval.every=0", "--checkpoint.every=0"}), runtime());
+  fp32.train("");
+  const std::vector<double> reduced = losses(dir_ / "bf16");
+  const std::vector<double> full = losses(dir_ / "fp32");
+  ASSERT_EQ(reduced.size(), 8U);
+  ASSERT_EQ(full.size(), 8U);
+  EXPECT_NE(reduced, full);
+  for (size_t i = 0; i < reduced.size(); ++i) {
+    EXPECT_NEAR(reduced[i], full[i], 0.05 * full[i]) << "step " << i + 1;  // bf16 rounding, not another model
+  }
+  EXPECT_LT(reduced.back(), reduced.front() - 0.1);
+  for (const auto& item : bf16.model().named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), at::kFloat) << item.key();
   }
 }
 
