@@ -52,7 +52,8 @@ void TrainConfig::resolve() {
   model.resolve();
   require_one_of("run.device", run.device, {"auto", "cpu", "cuda"});
   require_one_of("run.dtype", run.dtype, {"auto", "float32", "bfloat16"});
-  require(run.threads >= 0, fmt::format("run.threads must be >= 0 (0 = the CPUs / the ranks on the node), got {}", run.threads));
+  require(run.threads >= 0,
+          fmt::format("run.threads must be >= 0 (0 = the CPUs / the ranks on the node), got {}", run.threads));
   require(run.max_steps > 0, fmt::format("run.max_steps must be positive, got {}", run.max_steps));
   require(run.log_every > 0, fmt::format("run.log_every must be positive, got {}", run.log_every));
   require(run.max_bad_steps > 0, fmt::format("run.max_bad_steps must be positive, got {}", run.max_bad_steps));
