@@ -123,6 +123,7 @@ find_package(prometheus-cpp REQUIRED CONFIG)
 find_package(spdlog REQUIRED CONFIG)
 find_package(fmt REQUIRED CONFIG)
 find_package(CLI11 REQUIRED CONFIG)
+find_package(tomlplusplus 3 REQUIRED CONFIG)  # Debian ships it compiled (libtomlplusplus.so), not header-only
 find_package(nlohmann_json REQUIRED CONFIG)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(PkgConfig REQUIRED)

@@ -33,7 +33,7 @@ debian_packages=(
   libhdf5-dev hdf5-tools
   prometheus-cpp-dev libcivetweb-dev prometheus
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libsentencepiece-dev libssl-dev
   fortunes
   clang-format clang-tidy

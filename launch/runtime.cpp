@@ -1,10 +1,13 @@
 #include "launch/runtime.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <thread>
 
 #include "launch/mpi_check.h"
 #include "launch/mpi_communicator.h"
@@ -19,6 +22,19 @@ bool launched_by_mpi() {
     }
   }
   return false;
+}
+
+int available_cpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0 && CPU_COUNT(&mask) > 0) {
+    return CPU_COUNT(&mask);
+  }
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+int threads_per_process(int cpus, int local_size) {
+  return std::max(1, cpus / std::max(1, local_size));
 }
 
 Runtime::Runtime(int* argc, char*** argv, bool force_mpi) {

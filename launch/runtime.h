@@ -25,6 +25,14 @@ struct ProcessInfo {
 // True when environment variables of a known MPI launcher are present.
 bool launched_by_mpi();
 
+// The CPUs this process may run on: its affinity mask's count (what taskset, cgroups and mpirun's binding leave
+// it), or std::thread::hardware_concurrency() where the mask cannot be read; at least 1.
+int available_cpus();
+// Intra-op threads for one of `local_size` processes on a node that share `cpus`: cpus / local_size, at least 1, so
+// that ranks never oversubscribe the cores (under socket binding, where each mask already holds a socket, it
+// undersubscribes; set the threads by hand there).
+int threads_per_process(int cpus, int local_size);
+
 class Runtime {
  public:
   // `force_mpi` initializes MPI even without a launcher (an MPI singleton), for tests.

@@ -26,20 +26,21 @@ void SamplingConfig::validate() const {
   if (temperature < 0) {
     throw ConfigError(fmt::format("temperature must be >= 0 (0 = greedy), got {}", temperature));
   }
+  if (vocab_size < 0) {
+    throw ConfigError(fmt::format("vocab_size must be >= 0 (0 = the model's), got {}", vocab_size));
+  }
   if (top_k < 0) {
     throw ConfigError(fmt::format("top_k must be >= 0 (0 = off), got {}", top_k));
   }
   if (!(top_p > 0 && top_p <= 1)) {
     throw ConfigError(fmt::format("top_p must be in (0, 1], got {}", top_p));
   }
-  if (vocab_limit < 0) {
-    throw ConfigError(fmt::format("vocab_limit must be >= 0 (0 = off), got {}", vocab_limit));
-  }
 }
 
 int64_t sample_token(const at::Tensor& all_logits, const SamplingConfig& sampling, at::Generator& generator) {
-  const bool limited = sampling.vocab_limit > 0 && sampling.vocab_limit < all_logits.size(0);
-  const at::Tensor logits = limited ? all_logits.narrow(0, 0, sampling.vocab_limit) : all_logits;  // [V or limit]
+  const at::Tensor logits = sampling.vocab_size > 0 && sampling.vocab_size < all_logits.size(0)
+                                ? all_logits.narrow(0, 0, sampling.vocab_size)  // [V'], no padding ids
+                                : all_logits;
   if (sampling.temperature == 0) {
     return at::argmax(logits).item<int64_t>();
   }

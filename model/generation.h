@@ -22,6 +22,7 @@ struct SamplingConfig {
   int64_t top_k = 0;         // 0 = no top-k filtering
   double top_p = 1.0;        // 1 = no nucleus filtering
   uint64_t seed = 0;
+  int64_t vocab_size = 0;  // sample only ids below it (the tokenizer's, when the model's vocabulary is padded); 0 = all
   std::optional<int64_t> stop_token;
   MlaDecodeMode mla_mode = MlaDecodeMode::kAbsorbed;
   // Sample only token ids below this (0 = every id the model has). A model's vocab_size is padded past the

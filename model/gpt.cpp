@@ -45,6 +45,11 @@ at::Tensor Block::forward(const at::Tensor& x, int64_t start_pos, LayerCache* ca
 
 Gpt::Gpt(ModelConfig config) : config_(std::move(config)) {
   config_.resolve();
+  if (config_.vocab_size == 0) {
+    throw ConfigError(
+        "model config: vocab_size is not set (0); the trainer sets it from the dataset, code that builds a model "
+        "must set it");
+  }
   const int64_t d = config_.n_embd;
   wte_ = register_module("wte", std::make_shared<WeightHolder>(at::zeros({config_.vocab_size, d})))->weight_;
   if (config_.positions == PositionKind::kLearned) {

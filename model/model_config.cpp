@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "launch/error.h"
+#include "model/config_value.h"
 
 namespace mlagpt::model {
 namespace {
@@ -46,9 +47,6 @@ void parse_with(const EnumNames<Enum, N>& names, std::string_view field, std::st
   }
   throw ConfigError(fmt::format("{}: '{}' is not one of {}", field, text, accepted));
 }
-
-template <typename T>
-constexpr bool kIsEnum = std::is_enum_v<T>;
 
 void require(bool ok, const std::string& message) {
   if (!ok) {
@@ -105,8 +103,8 @@ void ModelConfig::resolve() {
 }
 
 void ModelConfig::validate() const {
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
-                                    {"block_size", block_size},
+  require(vocab_size >= 0, fmt::format("vocab_size must be >= 0 (0 = not set: the dataset's), got {}", vocab_size));
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"block_size", block_size},
                                     {"n_layer", n_layer},
                                     {"n_embd", n_embd},
                                     {"n_head", n_head},
@@ -141,7 +139,7 @@ nlohmann::json to_json(const ModelConfig& config) {
   nlohmann::json json = nlohmann::json::object();
   config.visit_fields([&json](std::string_view name, const auto& value) {
     using T = std::decay_t<decltype(value)>;
-    if constexpr (kIsEnum<T>) {
+    if constexpr (std::is_enum_v<T>) {
       json[std::string(name)] = std::string(to_string(value));
     } else {
       json[std::string(name)] = value;
@@ -154,48 +152,11 @@ ModelConfig model_config_from_json(const nlohmann::json& json, std::string_view 
   if (!json.is_object()) {
     throw ConfigError(fmt::format("{}: the model config must be a JSON object", source));
   }
+  // The same typed assignment as TOML files and command-line overrides (config_value.h).
   ModelConfig config;
-  size_t known = 0;
-  config.visit_fields([&](std::string_view name, auto& value) {
-    using T = std::decay_t<decltype(value)>;
-    const auto it = json.find(std::string(name));
-    if (it == json.end()) {
-      return;
-    }
-    ++known;
-    const std::string field = fmt::format("{}: {}", source, name);
-    if constexpr (kIsEnum<T>) {
-      if (!it->is_string()) {
-        throw ConfigError(fmt::format("{} must be a string, got {}", field, it->dump()));
-      }
-      parse_enum(field, it->template get<std::string>(), value);
-    } else if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) {
-        throw ConfigError(fmt::format("{} must be true or false, got {}", field, it->dump()));
-      }
-      value = it->template get<bool>();
-    } else if constexpr (std::is_integral_v<T>) {
-      if (!it->is_number_integer()) {
-        throw ConfigError(fmt::format("{} must be an integer, got {}", field, it->dump()));
-      }
-      value = it->template get<T>();
-    } else {
-      if (!it->is_number()) {
-        throw ConfigError(fmt::format("{} must be a number, got {}", field, it->dump()));
-      }
-      value = it->template get<T>();
-    }
-  });
-  if (known != json.size()) {
-    std::string unknown;
-    for (const auto& [key, value] : json.items()) {
-      bool found = false;
-      config.visit_fields([&](std::string_view name, const auto&) { found = found || name == key; });
-      if (!found) {
-        unknown += fmt::format("{}{}", unknown.empty() ? "" : ", ", key);
-      }
-    }
-    throw ConfigError(fmt::format("{}: unknown model config key(s): {}", source, unknown));
+  for (const auto& [key, value] : json.items()) {
+    const std::string where = fmt::format("{}: {}", source, key);
+    apply_value(ConfigValue{"model", key, config_scalar_from_json(value, where), where}, config);
   }
   config.resolve();
   return config;

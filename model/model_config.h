@@ -1,9 +1,10 @@
 // ModelConfig: every size and choice of the GPT, typed, with defaults resolved and rules checked in validate().
 //
 // A config is filled from a TOML file (trainer), from the JSON stored in checkpoints and reference fixtures
-// (from_json), or in code. visit_fields() lists every field once, by name, so that readers, writers and the
-// comparison of two configs never list them again. Letters (model/README.md): d = n_embd, H = n_head,
-// Hkv = n_kv_head, Dh = head_dim, Dq = q_lora_rank, Dc = kv_lora_rank, Dn/Dr/Dv = qk_nope/qk_rope/v head dims.
+// (from_json), or in code, every source through the typed assignment of config_value.h. visit_fields() lists every
+// field once, by name, so that readers, writers and the comparison of two configs never list them again. Letters
+// (model/README.md): d = n_embd, H = n_head, Hkv = n_kv_head, Dh = head_dim, Dq = q_lora_rank, Dc = kv_lora_rank,
+// Dn/Dr/Dv = qk_nope/qk_rope/v head dims.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -30,7 +31,7 @@ void parse_enum(std::string_view field, std::string_view text, MlpKind& out);
 void parse_enum(std::string_view field, std::string_view text, PositionKind& out);
 
 struct ModelConfig {
-  int64_t vocab_size = 256;
+  int64_t vocab_size = 0;  // 0 = not set: the trainer takes the dataset's, rounded up to a multiple of 64
   int64_t block_size = 256;
   int64_t n_layer = 4;
   int64_t n_embd = 128;
@@ -54,7 +55,7 @@ struct ModelConfig {
   int64_t v_head_dim = 32;
 
   // Fills the 0 = "derived" fields (n_kv_head, mlp_hidden) and checks every rule; throws ConfigError that names
-  // the rule and the values. Idempotent.
+  // the rule and the values. Idempotent. vocab_size may stay 0 (not set) here; Gpt refuses to be built so.
   void resolve();
   // The checks alone, on a resolved config.
   void validate() const;
@@ -97,8 +98,8 @@ struct ModelConfig {
 
 // JSON object with every field; enums as their names.
 nlohmann::json to_json(const ModelConfig& config);
-// Reads the fields present (others keep their defaults), rejects unknown keys and wrong types naming them, then
-// resolves. `source` names the document in messages.
+// Reads the fields present (others keep their defaults) through assign_field(), rejects unknown keys and wrong
+// types naming them, then resolves. `source` names the document in messages.
 ModelConfig model_config_from_json(const nlohmann::json& json, std::string_view source);
 
 // "n_head: 12 != 16; attention: mla != gqa", or "" when equal. For refusing incompatible checkpoints.

@@ -43,7 +43,7 @@ LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_d
   loaded.config = Checkpointer::stored_config(checkpoint);
   loaded.config.run.device = device;
   loaded.config.resolve();
-  loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model.vocab_size);
+  loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model);
   loaded.device = select_device(loaded.config.run, runtime.info());
   loaded.model = std::make_shared<model::Gpt>(loaded.config.model);
   Checkpointer::load_weights(checkpoint, *loaded.model);
@@ -109,9 +109,9 @@ void run_sample(const SampleOptions& options, const launch::Runtime& runtime, st
                                  .top_k = options.top_k,
                                  .top_p = options.top_p,
                                  .seed = options.seed,
+                                 .vocab_size = tokenizer.vocab_size(),  // never a padding id of the model's
                                  .stop_token = tokenizer.eot_id(),
-                                 .mla_mode = options.mode,
-                                 .vocab_limit = tokenizer.vocab_size()};
+                                 .mla_mode = options.mode};
   out << options.prompt << std::flush;
   // Decode the growing sequence and print what is new: a multi-byte character or a BPE piece may only become
   // text once its last token has arrived.

@@ -1,97 +1,107 @@
 #include "trainer/config_file.h"
 
-#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
 
-#include <cctype>
+#include <algorithm>
 #include <fstream>
-#include <set>
+#include <sstream>
+
+#include "launch/error.h"
 
 namespace mlagpt::trainer {
 namespace {
 
-// TOML writes 50_304 and +5; std::from_chars accepts neither, so drop digit separators and a leading plus first.
-std::string normalized_number(std::string_view text) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const bool between_digits = i > 0 && i + 1 < text.size() && std::isdigit(static_cast<unsigned char>(text[i - 1])) &&
-                                std::isdigit(static_cast<unsigned char>(text[i + 1]));
-    if (text[i] == '_' && between_digits) {
-      continue;
-    }
-    if (text[i] == '+' && i == 0 && text.size() > 1 && std::isdigit(static_cast<unsigned char>(text[1]))) {
-      continue;
-    }
-    out += text[i];
-  }
-  return out;
+std::string position(const std::string& file, const toml::source_region& region) {
+  return fmt::format("{}:{}:{}", file, region.begin.line, region.begin.column);
 }
 
-template <typename T>
-std::optional<T> parse_number(std::string_view text) {
-  const std::string number = normalized_number(text);
-  T value{};
-  const char* end = number.data() + number.size();
-  const auto [ptr, ec] = std::from_chars(number.data(), end, value);
-  if (number.empty() || ec != std::errc() || ptr != end) {
-    return std::nullopt;
+// The value of one key, typed as the file has it; `where` names the key in messages.
+ConfigScalar scalar_of(const toml::node& node, const std::string& where) {
+  switch (node.type()) {
+    case toml::node_type::boolean: return node.as_boolean()->get();
+    case toml::node_type::integer: return node.as_integer()->get();
+    case toml::node_type::floating_point: return node.as_floating_point()->get();
+    case toml::node_type::string: return node.as_string()->get();
+    case toml::node_type::array:
+      throw ConfigError(fmt::format("{} is an array; a config field takes one value", where));
+    case toml::node_type::table:
+      throw ConfigError(fmt::format("{} is a table; a config section holds only keys with plain values", where));
+    default:
+      throw ConfigError(
+          fmt::format("{} is a date or time; a config field takes a boolean, a number or a string", where));
   }
-  return value;
 }
 
-// CLI11 marks the opening and closing of tables with items named "++" and "--"; they carry no value.
-bool is_table_marker(const CLI::ConfigItem& item) {
-  return item.name == "++" || item.name == "--";
+// Line `line` (from 1) of `text`, for messages about a file that is not TOML.
+std::string_view line_of(std::string_view text, size_t line) {
+  for (size_t i = 1; i < line && !text.empty(); ++i) {
+    const size_t end = text.find('\n');
+    text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+  }
+  const std::string_view found = text.substr(0, text.find('\n'));
+  return found.substr(0, found.find_last_not_of("\r") + 1);
 }
+
+struct Located {
+  toml::source_position at;
+  ConfigValue value;
+};
 
 }  // namespace
 
-std::optional<int64_t> parse_integer(std::string_view text) {
-  return parse_number<int64_t>(text);
-}
-std::optional<double> parse_float(std::string_view text) {
-  return parse_number<double>(text);
-}
-
 std::vector<ConfigValue> read_config_values(const std::filesystem::path& path) {
   const std::string file = path.string();
-  std::ifstream input(path);
+  std::ifstream input(path, std::ios::binary);
   if (!input) {
     throw IoError(fmt::format("{}: cannot open the config file", file));
   }
-  std::vector<CLI::ConfigItem> items;
+  std::ostringstream buffer;
+  buffer << input.rdbuf();
+  const std::string text = buffer.str();
+  toml::table root;
   try {
-    items = CLI::ConfigTOML().from_config(input);
-  } catch (const CLI::Error& e) {
-    throw ConfigError(fmt::format("{}: not a TOML file CLI11 can read: {}", file, e.what()));
+    root = toml::parse(text, file);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}: {} (the line: {})", position(file, e.source()), e.description(),
+                                  line_of(text, e.source().begin.line)));
   }
-  std::vector<ConfigValue> values;
-  std::set<std::string> seen;
-  for (const CLI::ConfigItem& item : items) {
-    // CLI11 takes `[model]  # comment` for a bare key named "[model] ...", and would then file the table's keys
-    // under the previous table; refuse it instead of reading the wrong keys.
-    if (!item.name.empty() && item.name.front() == '[') {
-      throw ConfigError(
-          fmt::format("{}: cannot read the line '{}': a table header must stand alone on its line", file, item.name));
+  std::vector<Located> values;
+  const auto add = [&](const std::string& section, const toml::key& key, const toml::node& node) {
+    const toml::source_region& at = key.source().begin.line != 0 ? key.source() : node.source();
+    const std::string name = section.empty() ? std::string(key.str()) : fmt::format("[{}] {}", section, key.str());
+    const std::string where = fmt::format("{}: {}", position(file, at), name);
+    values.push_back({at.begin, ConfigValue{section, std::string(key.str()), scalar_of(node, where), where}});
+  };
+  for (const auto& [name, node] : root) {
+    if (node.is_array_of_tables()) {
+      throw ConfigError(fmt::format("{}: [[{}]] is an array of tables; config sections are plain [tables]",
+                                    position(file, node.source()), name.str()));
     }
-    if (is_table_marker(item)) {
+    const toml::table* section = node.as_table();
+    if (section == nullptr) {
+      add("", name, node);  // a key before any table; the caller decides whether it may be there
       continue;
     }
-    // A key of a nested table [model.x] or a dotted key x.y: no config section has either.
-    std::string key = item.name;
-    for (size_t i = item.parents.size(); i > 1; --i) {
-      key = item.parents[i - 1] + "." + key;
+    for (const auto& [key, value] : *section) {
+      if (value.is_table()) {
+        throw ConfigError(
+            fmt::format("{}: [{}.{}] is a nested table; a config section holds only keys with plain "
+                        "values",
+                        position(file, value.source()), name.str(), key.str()));
+      }
+      add(std::string(name.str()), key, value);
     }
-    const std::string section = item.parents.empty() ? std::string() : item.parents.front();
-    ConfigValue value{
-        section, key, item.inputs.empty() ? std::string() : item.inputs.front(),
-        section.empty() ? fmt::format("{}: {}", file, key) : fmt::format("{}: [{}] {}", file, section, key)};
-    if (!seen.insert(value.section + "." + key).second || item.inputs.size() > 1) {
-      // Consecutive repeats are merged by CLI11 into one item with several inputs, like an array is.
-      throw ConfigError(fmt::format("{} is given more than once or as an array; it takes one value", value.where));
-    }
-    values.push_back(std::move(value));
   }
-  return values;
+  // toml++ keeps a table's keys sorted by name; give them back in the order of the file.
+  std::stable_sort(values.begin(), values.end(), [](const Located& a, const Located& b) {
+    return a.at.line != b.at.line ? a.at.line < b.at.line : a.at.column < b.at.column;
+  });
+  std::vector<ConfigValue> ordered;
+  ordered.reserve(values.size());
+  for (Located& v : values) {
+    ordered.push_back(std::move(v.value));
+  }
+  return ordered;
 }
 
 std::vector<ConfigValue> parse_overrides(const std::vector<std::string>& arguments) {
@@ -115,8 +125,8 @@ std::vector<ConfigValue> parse_overrides(const std::vector<std::string>& argumen
       throw ConfigError(fmt::format("command line: --{} needs a value", name));
     }
     const auto section_end = name.find('.');
-    values.push_back(
-        {name.substr(0, section_end), name.substr(section_end + 1), value, fmt::format("command line: --{}", name)});
+    values.push_back({name.substr(0, section_end), name.substr(section_end + 1), CommandLineText{value},
+                      fmt::format("command line: --{}", name)});
   }
   return values;
 }

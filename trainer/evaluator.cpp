@@ -60,7 +60,7 @@ std::string sample_text(model::Gpt& model, const data::Tokenizer& tokenizer, con
   sampling.temperature = 0.8;
   sampling.top_k = 200;
   sampling.stop_token = tokenizer.eot_id();
-  sampling.vocab_limit = tokenizer.vocab_size();
+  sampling.vocab_size = tokenizer.vocab_size();  // never a padding id of the model's vocabulary
   std::vector<int64_t> generated = model::generate(model, ids, sampling);
   if (!generated.empty() && generated.back() == tokenizer.eot_id()) {
     generated.pop_back();  // the end of the document, not text

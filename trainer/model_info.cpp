@@ -30,10 +30,18 @@ model::ModelConfig read_model_config(const std::filesystem::path& path) {
 }
 
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype) {
-  const model::ModelConfig config = read_model_config(file);
+  model::ModelConfig config = read_model_config(file);
+  std::string note;
+  if (config.vocab_size == 0) {
+    config.vocab_size = kAssumedVocabSize;
+    note = fmt::format(
+        "vocab_size is not set in {} (training takes the dataset's, rounded up to a multiple of 64): counting {}, "
+        "the byte tokenizer's 257 rounded up\n",
+        file.string(), kAssumedVocabSize);
+  }
   const int64_t context = context_length == 0 ? config.block_size : context_length;
   if (context <= config.block_size) {
-    return model::format_model_info(config, context, dtype);
+    return note + model::format_model_info(config, context, dtype);
   }
   // RoPE has no table of positions, so a cache can be planned for contexts the model was not trained at; learned
   // positions end at block_size.
@@ -43,7 +51,7 @@ std::string model_info_report(const std::filesystem::path& file, int64_t context
         "\"learned\"), which end at block_size; only a RoPE model can plan a longer context",
         context, config.block_size, file.string()));
   }
-  return model::format_model_info(config, context, dtype) +
+  return note + model::format_model_info(config, context, dtype) +
          fmt::format(
              "note: context {} is past block_size {}: RoPE positions allow it, but the model is trained at "
              "{} tokens\n",

@@ -5,10 +5,9 @@
 //   attention = "mla"
 //   n_layer = 12
 //
-// The file is tokenized by CLI11's TOML reader (no TOML parser of our own); values are converted here with one
-// type check per field: integer fields take decimal integers (TOML's `_` digit separators allowed), float fields
-// any number, bools exactly true or false, enums one of their names. CLI11 strips the quotes before we see a
-// value, so `n_layer = "12"` is accepted like `n_layer = 12`.
+// The file is read by read_config_values (config_file.h, toml++) and each value assigned through the typed
+// assign_field of model/config_value.h, as `mlagpt train` does: `n_layer = "12"` is a string, and an error. A config
+// without vocab_size (training takes the dataset's) is reported with an assumed one, which the report says.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +24,13 @@ namespace mlagpt::trainer {
 // resolve()'s rule checks come through with the file's name in front.
 model::ModelConfig read_model_config(const std::filesystem::path& file);
 
+// What model-info counts for a config without vocab_size: the byte tokenizer's 257 rounded up to a multiple of 64.
+constexpr int64_t kAssumedVocabSize = 320;
+
 // The `mlagpt model-info` text for `file`: format_model_info at `context_length` tokens (0 = the config's
-// block_size) in `dtype`. A context past block_size is planned for RoPE models (with a note saying the model is
-// trained at block_size); with learned positions it is a ConfigError, as they end at block_size.
+// block_size) in `dtype`, after a line saying so when vocab_size is not set and kAssumedVocabSize is counted. A
+// context past block_size is planned for RoPE models (with a note saying the model is trained at block_size); with
+// learned positions it is a ConfigError, as they end at block_size.
 std::string model_info_report(const std::filesystem::path& file, int64_t context_length, std::string_view dtype);
 
 }  // namespace mlagpt::trainer

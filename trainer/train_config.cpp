@@ -52,7 +52,8 @@ void TrainConfig::resolve() {
   model.resolve();
   require_one_of("run.device", run.device, {"auto", "cpu", "cuda"});
   require_one_of("run.dtype", run.dtype, {"auto", "float32", "bfloat16"});
-  require(run.threads >= 0, fmt::format("run.threads must be >= 0 (0 = all cores), got {}", run.threads));
+  require(run.threads >= 0,
+          fmt::format("run.threads must be >= 0 (0 = the CPUs / the ranks on the node), got {}", run.threads));
   require(run.max_steps > 0, fmt::format("run.max_steps must be positive, got {}", run.max_steps));
   require(run.log_every > 0, fmt::format("run.log_every must be positive, got {}", run.log_every));
   require(run.max_bad_steps > 0, fmt::format("run.max_bad_steps must be positive, got {}", run.max_bad_steps));
@@ -131,15 +132,15 @@ TrainConfig train_config_from_json(const nlohmann::json& json, std::string_view 
   if (!json.is_object()) {
     throw ConfigError(fmt::format("{}: the config must be a JSON object", source));
   }
-  // Through the same typed assignment as files and overrides: each JSON value becomes the text a TOML file holds.
+  // Through the same typed assignment as files and overrides: a JSON value keeps its type, as a TOML value does.
   TrainConfig config;
   for (const auto& [section, fields] : json.items()) {
     if (!fields.is_object()) {
       throw ConfigError(fmt::format("{}: [{}] must be an object", source, section));
     }
     for (const auto& [key, value] : fields.items()) {
-      const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
-      apply(config, ConfigValue{section, key, text, fmt::format("{}: [{}] {}", source, section, key)});
+      const std::string where = fmt::format("{}: [{}] {}", source, section, key);
+      apply(config, ConfigValue{section, key, model::config_scalar_from_json(value, where), where});
     }
   }
   config.resolve();

@@ -23,8 +23,8 @@ struct RunConfig {
   std::string out_dir = "runs/mlagpt";  // metrics.jsonl, checkpoints/ and the resolved config go here
   int64_t seed = 1337;
   std::string device = "auto";  // auto (cuda when available), cpu, cuda
-  std::string dtype = "auto";   // auto (bfloat16 autocast on cuda, float32 on cpu), float32, bfloat16
-  int64_t threads = 0;          // CPU intra-op threads; 0 = all cores
+  std::string dtype = "auto";   // auto (bfloat16 autocast on cuda, float32 on cpu), float32, bfloat16 (autocast)
+  int64_t threads = 0;          // CPU intra-op threads; 0 = this process's CPUs / the ranks on its node
   int64_t max_steps = 1000;
   int64_t log_every = 1;
   int64_t max_bad_steps = 5;  // consecutive non-finite steps before the run stops

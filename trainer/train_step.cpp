@@ -12,27 +12,29 @@
 namespace mlagpt::trainer {
 namespace {
 
-// Enables bfloat16 autocast on CUDA for the scope (matmuls in bf16, reductions and the loss in float32).
-class CudaBf16Autocast {
+// Enables bfloat16 autocast on `device` for the scope (matmuls in bf16; reductions, norms' statistics and the loss in
+// float32, as autocast's op lists and the model's own upcasts decide), restoring the previous state after.
+class Bf16Autocast {
  public:
-  explicit CudaBf16Autocast(bool enabled) : enabled_(enabled) {
+  Bf16Autocast(c10::DeviceType device, bool enabled) : device_(device), enabled_(enabled) {
     if (enabled_) {
-      previous_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      previous_dtype_ = at::autocast::get_autocast_dtype(device_);
+      at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+      at::autocast::set_autocast_enabled(device_, true);
     }
   }
-  ~CudaBf16Autocast() {
+  ~Bf16Autocast() {
     if (enabled_) {
-      at::autocast::set_autocast_enabled(at::kCUDA, false);
-      at::autocast::set_autocast_dtype(at::kCUDA, previous_dtype_);
+      at::autocast::set_autocast_enabled(device_, false);
+      at::autocast::set_autocast_dtype(device_, previous_dtype_);
       at::autocast::clear_cache();
     }
   }
-  CudaBf16Autocast(const CudaBf16Autocast&) = delete;
-  CudaBf16Autocast& operator=(const CudaBf16Autocast&) = delete;
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
 
  private:
+  c10::DeviceType device_;
   bool enabled_;
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
@@ -60,7 +62,9 @@ TrainStep::TrainStep(model::Gpt& model, torch::optim::AdamW& optimizer, const Tr
       data_parallel_(data_parallel),
       parameters_(model.parameters()) {
   const bool cuda = !parameters_.empty() && parameters_.front().is_cuda();
-  autocast_bf16_ = cuda && config.run.dtype != "float32";
+  device_type_ = cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  // "auto" is bf16 on CUDA, where it is fast; on a CPU only when asked for, since few CPUs have bf16 matmul units.
+  autocast_bf16_ = config.run.dtype == "bfloat16" || (cuda && config.run.dtype == "auto");
 }
 
 StepResult TrainStep::run(int64_t step, const std::function<MicroBatch()>& next_batch) {
@@ -75,7 +79,7 @@ StepResult TrainStep::run(int64_t step, const std::function<MicroBatch()>& next_
     const MicroBatch batch = next_batch();
     at::Tensor loss;
     {
-      const CudaBf16Autocast autocast(autocast_bf16_);
+      const Bf16Autocast autocast(device_type_, autocast_bf16_);
       loss = model::cross_entropy_loss(model_.forward(batch.x), batch.y) / static_cast<double>(micro_batches);
     }
     loss.backward();

@@ -1,7 +1,7 @@
-// One optimizer step: grad_accum micro-batches of forward and backward (bfloat16 autocast on CUDA when asked,
-// float32 master weights), the data-parallel gradient average, clipping by global norm, and the AdamW update at
-// the step's learning rate. A non-finite loss or gradient norm skips the update (gradients are dropped) and says
-// so in the result; counting and stopping is the Trainer's business.
+// One optimizer step: grad_accum micro-batches of forward and backward (bfloat16 autocast on the model's device,
+// CUDA or CPU, when run.dtype asks for it; float32 master weights), the data-parallel gradient average, clipping by
+// global norm, and the AdamW update at the step's learning rate. A non-finite loss or gradient norm skips the update
+// (gradients are dropped) and says so in the result; counting and stopping is the Trainer's business.
 //
 // Threading: the caller's thread. Collectives go through the Communicator (the local one on a single process),
 // so the same code runs on one CPU and on many GPUs.
@@ -49,6 +49,7 @@ class TrainStep {
   launch::Communicator& data_parallel_;
   std::vector<at::Tensor> parameters_;
   bool autocast_bf16_;
+  c10::DeviceType device_type_;
 };
 
 }  // namespace mlagpt::trainer

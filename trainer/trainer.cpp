@@ -80,15 +80,23 @@ DatasetIdentity Dataset::identity() const {
   return {manifest.tokenizer.name, manifest.tokenizer.sha256, manifest.tokenizer.vocab_size};
 }
 
-Dataset open_dataset(const fs::path& dir, int64_t model_vocab_size) {
+int64_t padded_vocab_size(int64_t dataset_vocab_size) {
+  return (dataset_vocab_size + kVocabMultiple - 1) / kVocabMultiple * kVocabMultiple;
+}
+
+Dataset open_dataset(const fs::path& dir, model::ModelConfig& model) {
   Dataset dataset;
   dataset.dir = dir;
   dataset.manifest = data::read_dataset_manifest(dir);
   dataset.tokenizer = data::load_tokenizer(dir, dataset.manifest.tokenizer.name);
-  if (model_vocab_size < dataset.manifest.tokenizer.vocab_size) {
-    throw ConfigError(fmt::format("model.vocab_size ({}) is smaller than the vocabulary of the dataset {} ({}, {})",
-                                  model_vocab_size, dir.string(), dataset.manifest.tokenizer.vocab_size,
-                                  dataset.manifest.tokenizer.name));
+  const int64_t vocab = dataset.manifest.tokenizer.vocab_size;
+  if (model.vocab_size == 0) {
+    model.vocab_size = padded_vocab_size(vocab);
+  } else if (model.vocab_size < vocab) {
+    throw ConfigError(fmt::format(
+        "model.vocab_size ({}) is smaller than the vocabulary of the dataset {} ({}, {}); leave it out to use the "
+        "dataset's",
+        model.vocab_size, dir.string(), vocab, dataset.manifest.tokenizer.name));
   }
   if (dataset.manifest.train.shards.empty()) {
     throw DataError(fmt::format("{}: the dataset has no training shards", dir.string()));
@@ -99,8 +107,16 @@ Dataset open_dataset(const fs::path& dir, int64_t model_vocab_size) {
 Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     : config_(std::move(config)), runtime_(runtime), device_(select_device(config_.run, runtime.info())) {
   const auto& process = runtime_.info();
-  if (config_.run.threads > 0) {
-    at::set_num_threads(static_cast<int>(config_.run.threads));
+  const int cpus = launch::available_cpus();
+  const int threads = config_.run.threads > 0 ? static_cast<int>(config_.run.threads)
+                                              : launch::threads_per_process(cpus, process.local_size);
+  at::set_num_threads(threads);
+  if (process.rank == 0) {
+    spdlog::info("run.threads = {}{}", threads,
+                 config_.run.threads > 0
+                     ? std::string()
+                     : fmt::format(" intra-op threads per process ({} CPUs / {} process(es) on this node)", cpus,
+                                   process.local_size));
   }
 #ifdef MLAGPT_WITH_CUDA
   if (device_.is_cuda() && process.world_size > 1) {
@@ -110,7 +126,14 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   if (!data_parallel_) {
     data_parallel_ = runtime_.world_cpu_communicator();
   }
-  dataset_ = open_dataset(config_.data.dir, config_.model.vocab_size);
+  const bool vocab_from_dataset = config_.model.vocab_size == 0;
+  dataset_ = open_dataset(config_.data.dir, config_.model);
+  if (vocab_from_dataset && process.rank == 0) {
+    spdlog::info(
+        "model.vocab_size = {} from the dataset ({} tokens of its {} tokenizer, rounded up to a multiple of {})",
+        config_.model.vocab_size, dataset_.manifest.tokenizer.vocab_size, dataset_.manifest.tokenizer.name,
+        kVocabMultiple);
+  }
 
   at::manual_seed(static_cast<uint64_t>(config_.run.seed));
   model_ = std::make_shared<model::Gpt>(config_.model);

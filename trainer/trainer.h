@@ -36,7 +36,14 @@ struct Dataset {
   std::vector<std::filesystem::path> val_shards() const;
   DatasetIdentity identity() const;
 };
-Dataset open_dataset(const std::filesystem::path& dir, int64_t model_vocab_size);
+// Opens `dir` for `model`: a model.vocab_size of 0 (not set) becomes the dataset's vocabulary rounded up to a
+// multiple of kVocabMultiple; a set one smaller than the dataset's is a ConfigError naming both.
+Dataset open_dataset(const std::filesystem::path& dir, model::ModelConfig& model);
+
+// Embedding and output-layer widths that are a multiple of 64 keep the matmuls on their fast paths (as nanoGPT pads
+// GPT-2's 50257 to 50304); the extra rows are tokens that never occur, whose logits training pushes down.
+constexpr int64_t kVocabMultiple = 64;
+int64_t padded_vocab_size(int64_t dataset_vocab_size);
 
 class Trainer {
  public:

@@ -1,11 +1,11 @@
 // generate(): greedy decoding equals the argmax of full forwards without a cache, seeds make sampling
 // reproducible, top-k = 1 and a tiny top-p reduce to greedy, the stop token stops, absorbed and naive MLA
-// decoding pick the same tokens, a vocab_limit keeps sampling inside a padded vocabulary, and bad sampling settings
-// are refused.
+// decoding pick the same tokens, padding ids past the tokenizer's vocabulary are never sampled, and bad sampling
+// settings are refused.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/argmax.h>
-#include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
@@ -95,6 +95,25 @@ TEST(Generate, StopsAtTheStopTokenAndAtBlockSize) {
   EXPECT_EQ(mlagpt::model::generate(model, prompt, sampling).size(), 23U);
 }
 
+// A model's vocabulary padded past the tokenizer's (320 for 257 byte tokens) has ids no tokenizer can decode: with
+// vocab_size set, sampling never returns one, even when they hold the largest logits.
+TEST(SampleToken, NeverReturnsAnIdAtOrAboveVocabSize) {
+  at::Tensor logits = at::zeros({40});
+  logits.narrow(0, 29, 11).fill_(10.0);  // ids 29..39: padding that the model favours
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  SamplingConfig sampling;
+  sampling.vocab_size = 29;
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  }
+  sampling.temperature = 0;
+  EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  sampling.vocab_size = 0;  // off: the padding ids win
+  EXPECT_GE(mlagpt::model::sample_token(logits, sampling, generator), 29);
+  sampling.vocab_size = -1;
+  EXPECT_THROW(sampling.validate(), mlagpt::ConfigError);
+}
+
 TEST(Generate, RefusesBadSettings) {
   Gpt model = sharp_model(AttentionKind::kMha);
   SamplingConfig sampling;
@@ -105,34 +124,4 @@ TEST(Generate, RefusesBadSettings) {
   sampling.temperature = 1;
   sampling.top_p = 0;
   EXPECT_THROW(mlagpt::model::generate(model, {1}, sampling), mlagpt::ConfigError);
-}
-
-TEST(Generate, VocabLimitKeepsSamplingInsideThePaddedVocabulary) {
-  // The ids at and past the limit get the largest logits, so without the limit greedy picks one every time.
-  Gpt model = sharp_model(AttentionKind::kMla);
-  const int64_t vocab = model.config().vocab_size;
-  const int64_t limit = vocab - 7;
-  const c10::NoGradGuard no_grad;
-  at::Tensor logits = at::randn({vocab});
-  logits.narrow(0, limit, vocab - limit).fill_(100.0);
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
-  SamplingConfig sampling;
-  for (const double temperature : {0.0, 1.0}) {
-    sampling.temperature = temperature;
-    sampling.vocab_limit = 0;
-    EXPECT_GE(mlagpt::model::sample_token(logits, sampling, generator), limit) << temperature;
-    sampling.vocab_limit = limit;
-    for (int i = 0; i < 50; ++i) {
-      EXPECT_LT(mlagpt::model::sample_token(logits, sampling, generator), limit) << temperature;
-    }
-  }
-  // Whole generations stay inside too, whatever the model prefers.
-  sampling.temperature = 1.5;
-  sampling.max_new_tokens = 40;
-  sampling.vocab_limit = limit;
-  for (const int64_t token : mlagpt::model::generate(model, {1, 2, 3}, sampling)) {
-    EXPECT_LT(token, limit);
-  }
-  sampling.vocab_limit = -1;
-  EXPECT_THROW(sampling.validate(), mlagpt::ConfigError);
 }

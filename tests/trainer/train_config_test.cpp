@@ -96,6 +96,130 @@ TEST_F(TrainConfigFile, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(json["model"]["attention"], "gqa");
 }
 
+// A TOML value keeps its type: a quoted number is a string, and an integer field refuses it at its line and column.
+TEST_F(TrainConfigFile, StringForAnIntegerIsAnErrorAtItsLineAndColumn) {
+  const std::string message = error_of("[data]\ndir = \"d\"\n[model]\nn_layer = \"12\"\n");
+  EXPECT_NE(message.find("train.toml:4:1: [model] n_layer must be an integer, got the string \"12\""),
+            std::string::npos)
+      << message;
+}
+
+TEST_F(TrainConfigFile, FloatForAnIntegerIsAnErrorAndIntegerForAFloatIsNot) {
+  const std::string message = error_of("[data]\ndir = \"d\"\n[model]\nn_layer = 4.0\n");
+  EXPECT_NE(message.find("train.toml:4:1: [model] n_layer must be an integer, got the float 4"), std::string::npos)
+      << message;
+  const std::string as_text = error_of("[data]\ndir = \"d\"\n[run]\nout_dir = 5\n");
+  EXPECT_NE(as_text.find("train.toml:4:1: [run] out_dir must be a string, got the integer 5"), std::string::npos)
+      << as_text;
+  const std::string as_bool = error_of("[data]\ndir = \"d\"\n[monitoring]\njsonl = \"false\"\n");
+  EXPECT_NE(as_bool.find("train.toml:4:1: [monitoring] jsonl must be true or false, got the string \"false\""),
+            std::string::npos)
+      << as_bool;
+  const TrainConfig c =
+      read_train_config(write("[data]\ndir = \"d\"\n[optim]\nlr = 1\n[model]\nrope_theta = 500000\n"), {});
+  EXPECT_DOUBLE_EQ(c.optim.lr, 1.0);
+  EXPECT_DOUBLE_EQ(c.model.rope_theta, 500000.0);
+}
+
+TEST_F(TrainConfigFile, UnknownKeysAndSectionsAreErrorsAtTheirLineListingTheKnownOnes) {
+  const std::string key = error_of("[data]\ndir = \"d\"\n[optim]\n  learning_rate = 1\n");
+  EXPECT_NE(key.find("train.toml:4:3: [optim] learning_rate: unknown key 'learning_rate' in [optim] (known keys: lr, "
+                     "weight_decay, beta1, beta2, eps, grad_clip, grad_accum)"),
+            std::string::npos)
+      << key;
+  const std::string section = error_of("[data]\ndir = \"d\"\n[optimizer]\nlr = 1\n");
+  EXPECT_NE(section.find("train.toml:4:1: [optimizer] lr: unknown section [optimizer] (sections: run, model, data, "
+                         "optim, schedule, eval, checkpoint, monitoring)"),
+            std::string::npos)
+      << section;
+  const std::string outside = error_of("seed = 3\n[data]\ndir = \"d\"\n");
+  EXPECT_NE(outside.find("train.toml:1:1: seed: a key outside any [section]"), std::string::npos) << outside;
+}
+
+TEST_F(TrainConfigFile, NestedTablesArraysDatesAndSyntaxErrorsAreErrorsAtTheirLine) {
+  const std::string data = "[data]\ndir = \"d\"\n";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {data + "[model.extra]\nx = 1\n", "train.toml:3:1: [model.extra] is a nested table"},
+      {data + "[model]\nextra.x = 1\n", "train.toml:4:1: [model.extra] is a nested table"},
+      {data + "[model]\nn_layer = { a = 1 }\n", "train.toml:4:11: [model.n_layer] is a nested table"},
+      {data + "[model]\nn_layer = [4, 5]\n", "train.toml:4:1: [model] n_layer is an array"},
+      {data + "[[model]]\nn_layer = 4\n", "[[model]] is an array of tables"},
+      {data + "[run]\nout_dir = 1979-05-27\n", "train.toml:4:1: [run] out_dir is a date or time"},
+      {data + "[model]\nn_layer = 4x\n", "train.toml:4:"},
+      {data + "[model]\nn_layer = 4\nn_layer = 5\n", "train.toml:5:"},
+  };
+  for (const auto& [body, expected] : cases) {
+    const std::string message = error_of(body);
+    EXPECT_NE(message.find(expected), std::string::npos) << body << "\n -> " << message;
+  }
+}
+
+TEST_F(TrainConfigFile, CommentAfterATableHeader) {
+  const TrainConfig c =
+      read_train_config(write("[data]   # where the tokens are\ndir = \"d\"\n[model]  # tiny\nn_layer = 2\n"), {});
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_EQ(c.data.dir, "d");
+}
+
+// The file, the command line and a checkpoint's stored JSON reach the fields through one typed assignment.
+TEST_F(TrainConfigFile, FileOverridesAndStoredJsonGiveTheSameConfig) {
+  const TrainConfig from_file = read_train_config(write(R"([run]
+seed = 7
+threads = 2
+[model]
+attention = "gqa"
+n_kv_head = 2
+bias = true
+rope_theta = 500_000
+[data]
+dir = "data/with space"
+[optim]
+lr = 3e-4
+[monitoring]
+jsonl = false
+)"),
+                                                  {});
+  const TrainConfig from_overrides = read_train_config(
+      "", {"--run.seed=7", "--run.threads", "2", "--model.attention=gqa", "--model.n_kv_head=2", "--model.bias=true",
+           "--model.rope_theta=500000", "--data.dir=data/with space", "--optim.lr=3e-4", "--monitoring.jsonl=false"});
+  const TrainConfig from_json =
+      mlagpt::trainer::train_config_from_json(nlohmann::json::parse(R"({"run": {"seed": 7, "threads": 2},
+                                "model": {"attention": "gqa", "n_kv_head": 2, "bias": true, "rope_theta": 500000},
+                                "data": {"dir": "data/with space"}, "optim": {"lr": 3e-4},
+                                "monitoring": {"jsonl": false}})"),
+                                              "metadata.json");
+  const nlohmann::json expected = mlagpt::trainer::to_json(from_file);
+  EXPECT_EQ(mlagpt::trainer::to_json(from_overrides), expected);
+  EXPECT_EQ(mlagpt::trainer::to_json(from_json), expected);
+  EXPECT_EQ(from_file.model.n_kv_head, 2);
+  EXPECT_EQ(from_file.data.dir, "data/with space");
+  EXPECT_FALSE(from_file.monitoring.jsonl);
+}
+
+TEST(TrainConfigJson, StoredConfigErrorsNameTheCheckpointFileAndKey) {
+  const auto error_of = [](const std::string& model) {
+    try {
+      mlagpt::trainer::train_config_from_json(
+          nlohmann::json::parse(R"({"data": {"dir": "d"}, "model": )" + model + "}"),
+          "ckpt/step_00000010/metadata.json");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string quoted = error_of(R"({"n_layer": "12"})");
+  EXPECT_NE(quoted.find("ckpt/step_00000010/metadata.json: [model] n_layer must be an integer, got the string \"12\""),
+            std::string::npos)
+      << quoted;
+  const std::string array = error_of(R"({"n_layer": [12]})");
+  EXPECT_NE(array.find("ckpt/step_00000010/metadata.json: [model] n_layer must be a single value"), std::string::npos)
+      << array;
+  const std::string unknown = error_of(R"({"n_layers": 12})");
+  EXPECT_NE(unknown.find("ckpt/step_00000010/metadata.json: [model] n_layers: unknown key 'n_layers' in [model]"),
+            std::string::npos)
+      << unknown;
+}
+
 TEST(TrainConfigExamples, EveryTrainingConfigInLaunchConfigsResolves) {
   int training_configs = 0;
   for (const auto& entry :

@@ -1,6 +1,7 @@
 // The Trainer end to end on the CPU: exact resume (2K steps straight equals K steps, then K more after resuming:
 // the same losses and bit-identical parameters), refusing a checkpoint of another model, refusing to start fresh
-// over an existing run, and stopping on repeated non-finite steps.
+// over an existing run, stopping on repeated non-finite steps, the vocabulary taken from the dataset, and bfloat16
+// autocast on the CPU.
 #include "trainer/trainer.h"
 
 #include <ATen/ops/equal.h>
@@ -130,6 +131,56 @@ TEST_F(TrainerTest, RefusesToStartFreshOverAnExistingRun) {
   Trainer(config("run", 4), runtime()).train("");
   EXPECT_THROW(Trainer(config("run", 8), runtime()).train(""), mlagpt::ConfigError);
   EXPECT_THROW(Trainer(config("other", 4), runtime()).train((dir_ / "nope").string()), mlagpt::IoError);
+}
+
+// The tiny configs leave model.vocab_size out: the byte dataset's 257 becomes 320, a multiple of 64, and that is what
+// the run stores; a vocabulary set below the dataset's is refused with both numbers.
+TEST_F(TrainerTest, TinyConfigsTakeTheVocabularyFromTheDataset) {
+  for (const std::string name : {"tiny_mha", "tiny_gqa", "tiny_mqa", "tiny_mla"}) {
+    SCOPED_TRACE(name);
+    const fs::path out = dir_ / ("vocab_" + name);
+    const TrainConfig c =
+        read_train_config(fs::path(MLAGPT_SOURCE_DIR) / "launch" / "configs" / (name + ".toml"),
+                          {"--run.out_dir=" + out.string(), "--run.device=cpu", "--run.threads=1", "--run.max_steps=1",
+                           "--data.dir=" + (dir_ / "data").string(), "--data.batch_size=2", "--data.seq_len=16",
+                           "--eval.every=0", "--schedule.warmup_steps=1", "--model.n_layer=1"});
+    EXPECT_EQ(c.model.vocab_size, 0);
+    Trainer trainer(c, runtime());
+    trainer.train("");
+    EXPECT_EQ(trainer.model().named_parameters()["wte.weight"].size(0), 320);
+    std::ifstream stored(out / "config.json");
+    EXPECT_EQ(nlohmann::json::parse(stored)["model"]["vocab_size"], 320);
+  }
+  try {
+    Trainer(config("small", 1, {"--model.vocab_size=200"}), runtime());
+    FAIL() << "a vocabulary smaller than the dataset's was accepted";
+  } catch (const mlagpt::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.vocab_size (200) is smaller than the vocabulary of the dataset"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("(257, byte)"), std::string::npos) << e.what();
+  }
+}
+
+// run.dtype = bfloat16 on a CPU trains under CPU autocast: the losses differ from float32's (so autocast was on),
+// still fall, and the weights stay float32.
+TEST_F(TrainerTest, BfloatOnTheCpuTrainsUnderAutocast) {
+  Trainer bf16(config("bf16", 8, {"--run.dtype=bfloat16", "--eval.every=0", "--checkpoint.every=0"}), runtime());
+  bf16.train("");
+  Trainer fp32(config("fp32", 8, {"--run.dtype=float32", "--eval.every=0", "--checkpoint.every=0"}), runtime());
+  fp32.train("");
+  const std::vector<double> reduced = losses(dir_ / "bf16");
+  const std::vector<double> full = losses(dir_ / "fp32");
+  ASSERT_EQ(reduced.size(), 8U);
+  ASSERT_EQ(full.size(), 8U);
+  EXPECT_NE(reduced, full);
+  for (size_t i = 0; i < reduced.size(); ++i) {
+    EXPECT_NEAR(reduced[i], full[i], 0.05 * full[i]) << "step " << i + 1;  // bf16 rounding, not another model
+  }
+  EXPECT_LT(reduced.back(), reduced.front() - 0.1);
+  for (const auto& item : bf16.model().named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), at::kFloat) << item.key();
+  }
 }
 
 TEST_F(TrainerTest, StopsAfterTooManyNonFiniteSteps) {
