@@ -167,8 +167,8 @@ TEST(GptReferenceFixtures, EveryFixtureIsTested) {
     }
     ++found;
     const std::string name = entry.path().stem().string();
-    EXPECT_NE(std::find(kFixtures.begin(), kFixtures.end(), name), kFixtures.end())
-        << entry.path() << " is not in kFixtures of " << __FILE__ << " (or is a stale file: delete it)";
+    const bool listed = std::find(kFixtures.begin(), kFixtures.end(), name) != kFixtures.end();
+    EXPECT_TRUE(listed) << entry.path() << " is not in kFixtures of " << __FILE__ << " (or is a stale file: delete it)";
   }
   EXPECT_EQ(found, kFixtures.size()) << "fixtures in " << MLAGPT_FIXTURES_DIR;
 }
