@@ -196,8 +196,8 @@ def check_loss_and_grads() -> None:
 
 def check_fixtures(directory: Path) -> None:
     """Every fixture in `directory` reloads into the reference (config from its JSON, parameters from the file)
-    and reproduces its own outputs, the decoded logits included; also prints how far a float32 run lands, a guide
-    for C++ tolerances."""
+    and reproduces its own outputs, the decoded logits included; also prints how far a float32 run of the forward
+    and backward lands, a guide for C++ tolerances."""
     import h5py
 
     files = sorted(directory.glob("*.h5"))
@@ -236,8 +236,10 @@ def check_fixtures(directory: Path) -> None:
                     f"{logit_err:.1e}, grads {grad_err:.1e}, loss abs err {loss_err:.1e}"
             bound = 1e-6 if dtype == torch.float64 else 1e-4
             check(logit_err < bound and grad_err < bound and loss_err < bound, label)
+            # Decoding in float64 only (it shows the stored numbers are the reference's; each decode is block_size
+            # small steps, and gpt_reference_test prints how far float32 decoding lands).
             with torch.no_grad():
-                for key, reference in decoded.items():
+                for key, reference in decoded.items() if dtype == torch.float64 else ():
                     out = decode(model, decode_idx, chunks, absorbed=key == "logits_absorbed")
                     err = max_diff(out.float(), reference) / reference.abs().max().item()
                     check(err < bound, f"fixture {path.name} /decode/{key} rerun in "
