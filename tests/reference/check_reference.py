@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpt_reference import GPT, ModelConfig, rope_interleaved  # noqa: E402
-from make_fixtures import FIXTURE_CONFIGS, INIT_STD, perturb_for_testing  # noqa: E402
+from gpt_reference import GPT, ModelConfig, decode, rope_interleaved  # noqa: E402
+from make_fixtures import FIXTURE_CONFIGS, INIT_STD, VERSION, decode_chunks, perturb_for_testing  # noqa: E402
 
 failures: list[str] = []
 
@@ -140,6 +140,43 @@ def check_mla_absorbed() -> None:
     check(diff < 1e-12, f"mla absorbed == naive: max diff {diff:.1e}")
 
 
+@torch.no_grad()
+def check_decoding() -> None:
+    """Incremental decoding with the cache (the fixtures' chunk schedule; naive, and absorbed for MLA) gives the
+    full forward's logits at every position, for every fixture config."""
+    for name, values in FIXTURE_CONFIGS.items():
+        model = build(values)
+        c = model.config
+        idx = torch.randint(0, c.vocab_size, (2, c.block_size))
+        full, _ = model(idx)
+        scale = full.abs().max().item()
+        chunks = decode_chunks(c.block_size)
+        for absorbed in (False, True) if c.attention == "mla" else (False,):
+            diff = max_diff(decode(model, idx, chunks, absorbed), full) / scale
+            label = "absorbed" if absorbed else "naive"
+            check(diff < 1e-12, f"decoding {name} ({label}, chunks {chunks[:5]}+1s) == full forward: "
+                                f"max rel diff {diff:.1e}")
+
+
+@torch.no_grad()
+def check_fixture_sensitivity() -> None:
+    """The fixtures with non-default rope_theta and norm_eps only catch a model that ignores them if those values
+    move the logits well beyond the C++ tolerance (1e-5): rerun the same weights with the defaults."""
+    defaults = ModelConfig()
+    for name in ("mla_distinct_theta", "gqa_distinct"):
+        values = FIXTURE_CONFIGS[name]
+        model = build(values)
+        idx = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
+        logits, _ = model(idx)
+        for field in ("rope_theta", "norm_eps"):
+            other = build(dict(values, **{field: getattr(defaults, field)}))
+            other.load_state_dict(model.state_dict())
+            moved = max_diff(other(idx)[0], logits) / logits.abs().max().item()
+            check(values[field] != getattr(defaults, field) and moved > 1e-3,
+                  f"{name}: {field} {values[field]} instead of {getattr(defaults, field)} moves the logits by "
+                  f"{moved:.1e} (relative)")
+
+
 def check_loss_and_grads() -> None:
     """The loss ignores targets == -1 and averages over the rest; every parameter gets a gradient."""
     for name in ("mha", "mha_gpt2", "mla", "mla_ropeless"):
@@ -160,18 +197,26 @@ def check_loss_and_grads() -> None:
 
 def check_fixtures(directory: Path) -> None:
     """Every fixture in `directory` reloads into the reference (config from its JSON, parameters from the file)
-    and reproduces its own outputs; also prints how far a float32 run lands, a guide for C++ tolerances."""
+    and reproduces its own outputs, the decoded logits included; also prints how far a float32 run of the forward
+    and backward lands, a guide for C++ tolerances."""
     import h5py
 
     files = sorted(directory.glob("*.h5"))
     check(bool(files), f"fixtures found in {directory}")
     for path in files:
         with h5py.File(path, "r") as f:
+            version = int(f.attrs["version"])
             config = ModelConfig.from_dict(json.loads(f.attrs["config"]))
             params = {k: torch.from_numpy(v[()]) for k, v in f["params"].items()}
             idx, targets = torch.from_numpy(f["input/idx"][()]), torch.from_numpy(f["input/targets"][()])
             logits, loss = torch.from_numpy(f["output/logits"][()]), float(f["output/loss"][()])
             grads = {k: torch.from_numpy(v[()]) for k, v in f["grads"].items()}
+            decode_idx = torch.from_numpy(f["decode/idx"][()])
+            chunks = [int(n) for n in f["decode/chunks"][()]]
+            decoded = {k: torch.from_numpy(v[()]) for k, v in f["decode"].items() if k.startswith("logits")}
+        check(version == VERSION, f"fixture {path.name}: version {version} == {VERSION}")
+        expected = {"logits", "logits_absorbed"} if config.attention == "mla" else {"logits"}
+        check(set(decoded) == expected, f"fixture {path.name}: decoded logits {sorted(decoded)}")
         model = GPT(config)
         model.load_state_dict(params)  # strict: the file names exactly the model's parameters
         check(set(grads) == set(params), f"fixture {path.name}: one gradient per parameter")
@@ -192,6 +237,14 @@ def check_fixtures(directory: Path) -> None:
                     f"{logit_err:.1e}, grads {grad_err:.1e}, loss abs err {loss_err:.1e}"
             bound = 1e-6 if dtype == torch.float64 else 1e-4
             check(logit_err < bound and grad_err < bound and loss_err < bound, label)
+            # Decoding in float64 only (it shows the stored numbers are the reference's; each decode is block_size
+            # small steps, and gpt_reference_test prints how far float32 decoding lands).
+            with torch.no_grad():
+                for key, reference in decoded.items() if dtype == torch.float64 else ():
+                    out = decode(model, decode_idx, chunks, absorbed=key == "logits_absorbed")
+                    err = max_diff(out.float(), reference) / reference.abs().max().item()
+                    check(err < bound, f"fixture {path.name} /decode/{key} rerun in "
+                                       f"{str(dtype).replace('torch.', '')}: max rel err {err:.1e}")
 
 
 def main() -> int:
@@ -204,6 +257,8 @@ def main() -> int:
     check_gqa_equals_mha()
     check_rope()
     check_mla_absorbed()
+    check_decoding()
+    check_fixture_sensitivity()
     check_loss_and_grads()
     if args.fixtures:
         check_fixtures(args.fixtures)

@@ -8,6 +8,11 @@ while the C++ side uses SDPA and real arithmetic, so a shared misunderstanding c
 Shape letters: B batch, T sequence, d n_embd, V vocab, H query heads, Hkv key/value heads, Dh head dim;
 MLA: Dn = qk_nope_head_dim, Dr = qk_rope_head_dim, Dv = v_head_dim, Dc = kv_lora_rank, Dq = q_lora_rank.
 
+Decoding: GPT.forward also takes a DecodeCache, so a sequence can be fed in chunks that continue the cached
+positions (the incremental decoding of generation). MLA caches what MLA.md says it caches (the normalized latent
+and the roped shared key) and decodes either naively (K and V expanded from the latent at every step) or absorbed
+(W_UK folded into the query, W_UV applied after attention over the latent, K and V never formed).
+
 Depends on torch only. The module works in any floating dtype; the fixtures run it in float64.
 """
 
@@ -145,16 +150,16 @@ def make_norm(config: ModelConfig, dim: int) -> nn.Module:
     return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.bias)
 
 
-def rope_interleaved(x: torch.Tensor, theta: float) -> torch.Tensor:
+def rope_interleaved(x: torch.Tensor, theta: float, start: int = 0) -> torch.Tensor:
     """Rotates interleaved pairs (x[2i], x[2i+1]) of the last dim by pos * theta^(-2i/D).
 
-    x: [B, T, heads, D] with positions 0..T-1 along dim 1. Each pair is read as the complex number
+    x: [B, T, heads, D] with positions start..start+T-1 along dim 1. Each pair is read as the complex number
     x[2i] + j x[2i+1] and multiplied by exp(j * angle); DeepSeek's reference code uses the same pairing.
     """
     B, T, heads, D = x.shape
     # Angles in float64 whatever x is, so the reference's own rounding stays below the fixture's float32.
     inv_freq = theta ** (-torch.arange(0, D, 2, dtype=torch.float64, device=x.device) / D)  # [D/2]
-    positions = torch.arange(T, dtype=torch.float64, device=x.device)  # [T]
+    positions = torch.arange(start, start + T, dtype=torch.float64, device=x.device)  # [T]
     angles = torch.outer(positions, inv_freq)  # [T, D/2]
     rotation = torch.polar(torch.ones_like(angles), angles)  # [T, D/2] complex128
     compute = torch.promote_types(x.dtype, torch.float32)
@@ -163,18 +168,45 @@ def rope_interleaved(x: torch.Tensor, theta: float) -> torch.Tensor:
     return torch.view_as_real(rotated).reshape(B, T, heads, D).to(x.dtype)  # [B, T, heads, D]
 
 
+def future_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """[T, S] bool, True where key position s lies in the future of query i.
+
+    The T queries are the newest positions S-T..S-1 of the S keys (a chunk after S-T cached positions).
+    """
+    query_pos = torch.arange(S - T, S, device=device).view(T, 1)
+    key_pos = torch.arange(S, device=device).view(1, S)
+    return key_pos > query_pos
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                      dropout: nn.Dropout) -> torch.Tensor:
     """softmax(q k^T * scale + causal mask) v, written out.
 
-    q, k: [B, H, T, Dqk]; v: [B, H, T, Dv] -> [B, H, T, Dv]. Query t attends to keys 0..t.
+    q: [B, H, T, Dqk]; k: [B, H, S, Dqk]; v: [B, H, S, Dv] -> [B, H, T, Dv], S >= T. The queries are the last T of
+    the S positions: query i (position S-T+i) attends to keys 0..S-T+i. Without a cache S = T.
     """
-    T = q.shape[-2]
-    scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T, T]
-    future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=q.device), diagonal=1)
-    scores = scores.masked_fill(future, float("-inf"))
+    T, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T, S]
+    scores = scores.masked_fill(future_mask(T, S, q.device), float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return dropout(probs) @ v
+
+
+class DecodeCache:
+    """What incremental decoding keeps between calls: `length` positions so far, and one dict per layer that the
+    layer's attention fills (gqa: "k", "v" [B, S, Hkv, Dh] after RoPE; mla: "c_kv" [B, S, Dc] and the roped
+    "k_rope" [B, S, 1, Dr]). Tensors grow by concatenation: plainness over preallocation."""
+
+    def __init__(self, n_layer: int, absorbed: bool = False):
+        self.length = 0
+        self.layers: list[dict] = [{} for _ in range(n_layer)]
+        self.absorbed = absorbed  # MLA only: absorbed instead of naive attention over the cache
+
+
+def append(layer: dict, key: str, value: torch.Tensor) -> torch.Tensor:
+    """Appends value [B, T, ...] to layer[key] along positions (dim 1) and returns the whole [B, S, ...]."""
+    layer[key] = value if key not in layer else torch.cat([layer[key], value], dim=1)
+    return layer[key]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,7 +226,11 @@ class GroupedQueryAttention(nn.Module):
         self.o_proj = nn.Linear(H * Dh, d, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0, layer: dict | None = None,
+                absorbed: bool = False) -> torch.Tensor:
+        """x: [B, T, d] at positions start..start+T-1; with `layer` (a DecodeCache entry) the keys and values of
+        earlier calls are attended to as well. `absorbed` means nothing for these variants."""
+        del absorbed
         c = self.config
         B, T, _ = x.shape
         H, Hkv, Dh = c.n_head, c.n_kv_head, c.head_dim
@@ -202,11 +238,14 @@ class GroupedQueryAttention(nn.Module):
         k = self.k_proj(x).view(B, T, Hkv, Dh)  # [B, T, Hkv, Dh]
         v = self.v_proj(x).view(B, T, Hkv, Dh)  # [B, T, Hkv, Dh]
         if c.uses_rope:
-            q = rope_interleaved(q, c.rope_theta)
-            k = rope_interleaved(k, c.rope_theta)
+            q = rope_interleaved(q, c.rope_theta, start)
+            k = rope_interleaved(k, c.rope_theta, start)
+        if layer is not None:
+            k = append(layer, "k", k)  # [B, S, Hkv, Dh]
+            v = append(layer, "v", v)  # [B, S, Hkv, Dh]
         # repeat_interleave puts kv head g at query heads g*(H/Hkv) .. (g+1)*(H/Hkv)-1, i.e. h -> h // (H/Hkv).
-        k = k.repeat_interleave(H // Hkv, dim=2)  # [B, T, H, Dh]
-        v = v.repeat_interleave(H // Hkv, dim=2)  # [B, T, H, Dh]
+        k = k.repeat_interleave(H // Hkv, dim=2)  # [B, S, H, Dh]
+        v = v.repeat_interleave(H // Hkv, dim=2)  # [B, S, H, Dh]
         o = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                              1.0 / math.sqrt(Dh), self.attn_dropout)  # [B, H, T, Dh]
         return self.o_proj(o.transpose(1, 2).reshape(B, T, H * Dh))
@@ -235,7 +274,10 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(H * Dv, d, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0, layer: dict | None = None,
+                absorbed: bool = False) -> torch.Tensor:
+        """x: [B, T, d] at positions start..start+T-1. With `layer` (a DecodeCache entry) the latent and rope key
+        are appended to it and the queries attend to every cached position, naively or `absorbed`."""
         c = self.config
         B, T, _ = x.shape
         H = c.n_head
@@ -253,17 +295,54 @@ class MultiHeadLatentAttention(nn.Module):
         k_rope = kv[..., Dc:].view(B, T, 1, Dr)  # [B, T, 1, Dr]: one rope key for all heads
 
         if c.uses_rope and Dr > 0:
-            q_rope = rope_interleaved(q_rope, c.rope_theta)
-            k_rope = rope_interleaved(k_rope, c.rope_theta)
+            q_rope = rope_interleaved(q_rope, c.rope_theta, start)
+            k_rope = rope_interleaved(k_rope, c.rope_theta, start)
 
-        kv_up = self.kv_up(c_kv).view(B, T, H, Dn + Dv)  # [B, T, H, Dn+Dv]
-        k_nope, v = kv_up.split([Dn, Dv], dim=-1)  # [B, T, H, Dn], [B, T, H, Dv]
+        if layer is not None:
+            c_kv = append(layer, "c_kv", c_kv)  # [B, S, Dc]
+            k_rope = append(layer, "k_rope", k_rope)  # [B, S, 1, Dr]
+            if absorbed:
+                return self.o_proj(self.attend_absorbed(q_nope, q_rope, c_kv, k_rope[:, :, 0]))
+        S = c_kv.shape[1]
+
+        kv_up = self.kv_up(c_kv).view(B, S, H, Dn + Dv)  # [B, S, H, Dn+Dv]
+        k_nope, v = kv_up.split([Dn, Dv], dim=-1)  # [B, S, H, Dn], [B, S, H, Dv]
 
         query = torch.cat([q_nope, q_rope], dim=-1)  # [B, T, H, Dn+Dr]
-        key = torch.cat([k_nope, k_rope.expand(B, T, H, Dr)], dim=-1)  # [B, T, H, Dn+Dr]
+        key = torch.cat([k_nope, k_rope.expand(B, S, H, Dr)], dim=-1)  # [B, S, H, Dn+Dr]
         o = causal_attention(query.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2),
                              1.0 / math.sqrt(Dn + Dr), self.attn_dropout)  # [B, H, T, Dv]
         return self.o_proj(o.transpose(1, 2).reshape(B, T, H * Dv))
+
+    def attend_absorbed(self, q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor,
+                        k_rope: torch.Tensor) -> torch.Tensor:
+        """MLA.md's absorbed attention over the cached latent, with kv_up's bias kept exactly.
+
+        q_nope [B, T, H, Dn], q_rope [B, T, H, Dr] (roped), c_kv [B, S, Dc], k_rope [B, S, Dr] -> [B, T, H*Dv].
+        k_nope_j = W_UK c_j + b_k, so q . k_nope_j = (W_UK^T q) . c_j + q . b_k; v_j = W_UV c_j + b_v, so
+        sum_j p_j v_j = W_UV (sum_j p_j c_j) + (sum_j p_j) b_v.
+        """
+        c = self.config
+        B, T, H, _ = q_nope.shape
+        S = c_kv.shape[1]
+        Dn, Dr, Dv, Dc = c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank
+        w = self.kv_up.weight.view(H, Dn + Dv, Dc)
+        w_uk, w_uv = w[:, :Dn], w[:, Dn:]  # [H, Dn, Dc], [H, Dv, Dc]
+        q_lat = torch.einsum("bthn,hnc->bthc", q_nope, w_uk)  # [B, T, H, Dc]
+        scores = (torch.einsum("bthc,bsc->bhts", q_lat, c_kv)
+                  + torch.einsum("bthr,bsr->bhts", q_rope, k_rope))  # [B, H, T, S]
+        if self.kv_up.bias is not None:
+            b_k = self.kv_up.bias.view(H, Dn + Dv)[:, :Dn]  # [H, Dn]
+            scores = scores + torch.einsum("bthn,hn->bht", q_nope, b_k).unsqueeze(-1)
+        scores = scores / math.sqrt(Dn + Dr)
+        scores = scores.masked_fill(future_mask(T, S, scores.device), float("-inf"))
+        probs = self.attn_dropout(torch.softmax(scores, dim=-1))  # [B, H, T, S]
+        o_lat = torch.einsum("bhts,bsc->bthc", probs, c_kv)  # [B, T, H, Dc]
+        o = torch.einsum("bthc,hvc->bthv", o_lat, w_uv)  # [B, T, H, Dv]
+        if self.kv_up.bias is not None:
+            b_v = self.kv_up.bias.view(H, Dn + Dv)[:, Dn:]  # [H, Dv]
+            o = o + torch.einsum("bht,hv->bthv", probs.sum(-1), b_v)
+        return o.reshape(B, T, H * Dv)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,8 +376,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, start: int = 0, layer: dict | None = None,
+                absorbed: bool = False) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.norm1(x), start, layer, absorbed))
         return x + self.resid_dropout(self.mlp(self.norm2(x)))
 
 
@@ -329,20 +409,28 @@ class GPT(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: DecodeCache | None = None):
         """idx, targets: int64 [B, T] with T <= block_size; targets == -1 are ignored by the loss.
 
+        With a cache, idx continues the cached sequence: its positions start at cache.length, every layer attends
+        to the cached positions too, and the cache advances by T.
         Returns (logits [B, T, V], loss or None); the loss is the mean cross entropy over targets != -1.
         """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}")
         x = self.wte(idx)  # [B, T, d]
         if self.config.positions == "learned":
-            x = x + self.wpe(torch.arange(T, device=idx.device))  # [T, d] broadcast over B
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))  # [T, d] broadcast over B
         x = self.emb_dropout(x)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            if cache is None:
+                x = block(x)
+            else:
+                x = block(x, start, cache.layers[i], cache.absorbed)
+        if cache is not None:
+            cache.length += T
         x = self.norm_f(x)
         head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight  # [V, d]
         logits = x @ head.t()  # [B, T, V]
@@ -350,3 +438,17 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
+
+
+@torch.no_grad()
+def decode(model: GPT, idx: torch.Tensor, chunks: list[int], absorbed: bool = False) -> torch.Tensor:
+    """Feeds idx [B, S] through a fresh DecodeCache in chunks of the given sizes (summing to S) and returns the
+    logits of every position, [B, S, V]; they must equal model(idx)'s up to round-off."""
+    if sum(chunks) != idx.shape[1]:
+        raise ValueError(f"chunks {chunks} do not cover {idx.shape[1]} positions")
+    cache = DecodeCache(len(model.blocks), absorbed)
+    logits, at = [], 0
+    for n in chunks:
+        logits.append(model(idx[:, at:at + n], cache=cache)[0])
+        at += n
+    return torch.cat(logits, dim=1)

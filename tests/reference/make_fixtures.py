@@ -2,7 +2,9 @@
 """Writes the HDF5 fixtures the C++ model tests compare against: make_fixtures.py --out DIR.
 
 One file per named config (DIR/<name>.h5) holding the config, the parameters, one input batch, and the logits,
-loss and parameter gradients the reference model (gpt_reference.py) computes for them. Parameters are drawn in
+loss and parameter gradients the reference model (gpt_reference.py) computes for them; plus a second batch of
+block_size tokens decoded incrementally with the reference's cache in a fixed chunk schedule, and the logits of
+every position (naive, and for MLA also absorbed). Parameters are drawn in
 float32 and stored in float32; the forward and backward then run in float64 on exactly those values, and the
 results are rounded to float32 only when stored, so the fixture is as close to the exact answer as float32 allows.
 Deterministic: every file depends only on its config and FIXTURE_SEED. Layout: see README.md.
@@ -19,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpt_reference import GPT, ModelConfig  # noqa: E402
+from gpt_reference import GPT, ModelConfig, decode  # noqa: E402
 
 FORMAT = "mlagpt.reference_fixture"
-VERSION = 1
+VERSION = 2  # 2 added /decode
 FIXTURE_SEED = 1234
 BATCH = 2
 # Larger than the model's default 0.02: with std 0.02 at n_embd 32 the attention is nearly uniform, and a wrong
@@ -43,7 +45,41 @@ FIXTURE_CONFIGS: dict[str, dict] = {
     "mla_noqlora": dict(_SMALL, **dict(_MLA, q_lora_rank=0)),
     "mla_ropeless": dict(_SMALL, attention="mla", q_lora_rank=0, kv_lora_rank=16, qk_nope_head_dim=8,
                          qk_rope_head_dim=0, v_head_dim=8, positions="learned", norm="layernorm", mlp="gelu"),
+    # The configs above share n_embd 32 and n_head 4, so Dh = Dn = Dv = 8 and H * Dv = n_embd: swapping Dn and Dv,
+    # or giving o_proj n_embd inputs instead of H * Dv, passes them. In the configs below no two sizes are equal
+    # (B 2, T, S = block_size, V, n_embd, H, Dn, Dv, Dr, Dc, Dq, mlp_hidden; MLA's n_kv_head is n_head by
+    # definition), H * Dv != n_embd (above it in one, below in another), and n_embd is not a multiple of H in one.
+    "mla_distinct": dict(vocab_size=89, block_size=20, n_embd=36, n_head=3, n_layer=2, attention="mla",
+                         q_lora_rank=26, kv_lora_rank=22, qk_nope_head_dim=10, qk_rope_head_dim=6, v_head_dim=14,
+                         positions="rope", norm="rmsnorm", mlp="swiglu", tie_embeddings=False),
+    "mla_distinct_noqlora": dict(vocab_size=79, block_size=18, n_embd=40, n_head=5, n_layer=2, attention="mla",
+                                 q_lora_rank=0, kv_lora_rank=12, qk_nope_head_dim=6, qk_rope_head_dim=8,
+                                 v_head_dim=7, positions="rope", norm="rmsnorm", mlp="gelu", tie_embeddings=True),
+    "mla_distinct_bias": dict(vocab_size=73, block_size=17, n_embd=30, n_head=4, n_layer=2, attention="mla",
+                              q_lora_rank=13, kv_lora_rank=12, qk_nope_head_dim=5, qk_rope_head_dim=6,
+                              v_head_dim=10, positions="rope", norm="layernorm", mlp="gelu", bias=True,
+                              tie_embeddings=True),
+    # Non-default rope_theta and norm_eps, large enough to show: eps 0.02 against mean squares of ~0.1-1 moves
+    # every norm by about 1-10%, theta 300 turns the slow RoPE frequencies several times faster.
+    "mla_distinct_theta": dict(vocab_size=89, block_size=20, n_embd=36, n_head=3, n_layer=2, attention="mla",
+                               q_lora_rank=26, kv_lora_rank=22, qk_nope_head_dim=10, qk_rope_head_dim=6,
+                               v_head_dim=14, positions="rope", norm="rmsnorm", mlp="swiglu", rope_theta=300.0,
+                               norm_eps=0.02, tie_embeddings=False),
+    # GQA with H 6, Hkv 3, Dh 8 all distinct. H * Dh == n_embd cannot be avoided: the model has no head_dim field
+    # (Dh = n_embd / n_head by definition).
+    "gqa_distinct": dict(vocab_size=83, block_size=19, n_embd=48, n_head=6, n_layer=2, attention="gqa",
+                         n_kv_head=3, mlp_hidden=56, positions="rope", norm="rmsnorm", mlp="swiglu",
+                         rope_theta=700.0, norm_eps=0.02, tie_embeddings=True),
 }
+
+
+def decode_chunks(block_size: int) -> list[int]:
+    """Prefill 5, a 4-token chunk and (after two single tokens) a 3-token chunk after cached positions (the
+    offset causal mask), then single tokens up to block_size, so the last step sees the full context."""
+    head = [5, 4, 1, 1, 3]
+    if block_size < sum(head) + 1:
+        raise ValueError(f"block_size {block_size} is too small for the decode schedule {head}")
+    return head + [1] * (block_size - sum(head))
 
 
 @torch.no_grad()
@@ -87,8 +123,15 @@ def compute_fixture(config: ModelConfig) -> dict:
     missing = sorted(set(params32) - set(grads))
     if missing:
         raise RuntimeError(f"parameters without gradients: {missing}")
+    # Drawn after the batch, so the parameters and batch of the version-1 fixtures are unchanged.
+    decode_idx = torch.randint(0, config.vocab_size, (BATCH, config.block_size), dtype=torch.int64)
+    chunks = decode_chunks(config.block_size)
+    decoded = {"logits": decode(model, decode_idx, chunks)}
+    if config.attention == "mla":
+        decoded["logits_absorbed"] = decode(model, decode_idx, chunks, absorbed=True)
     return dict(params=params32, idx=idx, targets=targets, logits=logits.detach(), loss=loss.detach(),
-                grads=grads)
+                grads=grads, decode_idx=decode_idx, decode_chunks=torch.tensor(chunks, dtype=torch.int64),
+                decoded=decoded)
 
 
 def write_fixture(path: Path, name: str, config: ModelConfig, fixture: dict) -> None:
@@ -115,6 +158,10 @@ def write_fixture(path: Path, name: str, config: ModelConfig, fixture: dict) -> 
             f.create_dataset("output/loss", data=np.float32(fixture["loss"].item()))  # shape ()
             for key, value in fixture["grads"].items():
                 f.create_dataset(f"grads/{key}", data=f32(value))
+            f.create_dataset("decode/idx", data=fixture["decode_idx"].numpy().astype(np.int64))
+            f.create_dataset("decode/chunks", data=fixture["decode_chunks"].numpy().astype(np.int64))
+            for key, value in fixture["decoded"].items():
+                f.create_dataset(f"decode/{key}", data=f32(value))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)  # a reader never sees a half-written fixture
