@@ -1,6 +1,8 @@
 #include "trainer/commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include "launch/error.h"
 #include "model/generation.h"
@@ -13,22 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A step directory as given, or the newest complete step of a checkpoint directory.
-fs::path resolve_checkpoint(const fs::path& path) {
-  if (Checkpointer::is_complete(path)) {
-    return path;
-  }
-  if (!fs::is_directory(path)) {
-    throw IoError(fmt::format("--ckpt {}: no such checkpoint", path.string()));
-  }
-  launch::LocalCommunicator local;
-  const auto found = Checkpointer(path, 1, local).find("auto");
-  if (!found) {
-    throw IoError(fmt::format("--ckpt {}: holds no complete checkpoint", path.string()));
-  }
-  return *found;
-}
-
 struct LoadedModel {
   TrainConfig config;
   std::shared_ptr<model::Gpt> model;
@@ -36,17 +22,51 @@ struct LoadedModel {
   c10::Device device = c10::Device(c10::kCPU);
 };
 
-LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_dir, const std::string& device,
-                       const launch::Runtime& runtime) {
-  const fs::path checkpoint = resolve_checkpoint(checkpoint_arg);
+// The stored config and weights of one checkpoint, verified; on the CPU.
+LoadedModel load_checkpoint(const fs::path& checkpoint, const std::string& device) {
   LoadedModel loaded;
   loaded.config = Checkpointer::stored_config(checkpoint);
   loaded.config.run.device = device;
   loaded.config.resolve();
-  loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model.vocab_size);
-  loaded.device = select_device(loaded.config.run, runtime.info());
   loaded.model = std::make_shared<model::Gpt>(loaded.config.model);
   Checkpointer::load_weights(checkpoint, *loaded.model);
+  return loaded;
+}
+
+// `--ckpt`: a step directory as given (which must load), or the newest complete step of a checkpoint directory
+// that loads, as `--resume auto` picks it: a damaged one is skipped with a warning naming it and why.
+LoadedModel load_checkpoint_arg(const fs::path& path, const std::string& device) {
+  if (Checkpointer::is_complete(path)) {
+    return load_checkpoint(path, device);
+  }
+  if (!fs::is_directory(path)) {
+    throw IoError(fmt::format("--ckpt {}: no such checkpoint", path.string()));
+  }
+  launch::LocalCommunicator local;
+  const std::vector<fs::path> found = Checkpointer(path, 1, local).candidates();
+  if (found.empty()) {
+    throw IoError(fmt::format("--ckpt {}: holds no complete checkpoint", path.string()));
+  }
+  std::vector<std::string> failures;
+  for (const fs::path& checkpoint : found) {
+    try {
+      return load_checkpoint(checkpoint, device);
+    } catch (const IoError& e) {
+      failures.emplace_back(e.what());
+    } catch (const DataError& e) {
+      failures.emplace_back(e.what());
+    }
+    spdlog::warn("[ckpt] --ckpt {} skips {}: {}", path.string(), checkpoint.string(), failures.back());
+  }
+  throw IoError(fmt::format("--ckpt {}: none of its {} complete checkpoints can be loaded: {}", path.string(),
+                            failures.size(), fmt::join(failures, " | ")));
+}
+
+LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_dir, const std::string& device,
+                       const launch::Runtime& runtime) {
+  LoadedModel loaded = load_checkpoint_arg(checkpoint_arg, device);
+  loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model.vocab_size);
+  loaded.device = select_device(loaded.config.run, runtime.info());
   loaded.model->to(loaded.device);
   loaded.model->eval();
   return loaded;
