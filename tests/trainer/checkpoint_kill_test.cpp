@@ -1,6 +1,6 @@
-// SIGKILL inside a checkpoint write: `mlagpt train` (a checkpoint every step) is killed the moment its next step
-// directory exists without metadata.json, which is when the write is in progress; afterwards the directory must
-// still be incomplete (the kill landed inside the write, counted for every kill), `--resume auto` must pick the
+// SIGKILL inside a checkpoint write: `mlagpt train` (a checkpoint every step) is killed while a step's rank file is
+// being written, once a random fraction of it is on disk; afterwards the step directory must still lack its
+// metadata.json (the kill landed inside the write, counted for every kill), `--resume auto` must pick the
 // checkpoint before it and load it, and the run resumed after six such kills must end with exactly the weights of
 // an uninterrupted run. SIGTERM instead stops it after the step in progress with a checkpoint of that step and exit
 // status 143, and the run resumes from there.
@@ -114,25 +114,37 @@ std::string step_name(int64_t step) {
 TEST_F(TrainProcess, KillsInsideCheckpointWritesResumeFromThePreviousCheckpoint) {
   std::mt19937 random(12345);
   std::uniform_int_distribution<int64_t> write_to_kill(2, 3);  // the 2nd or 3rd checkpoint this process writes
+  std::uniform_real_distribution<double> written_fraction(0.05, 0.95);
   const fs::path checkpoints = dir / "run" / "checkpoints";
   int kills_inside_a_write = 0;
   int64_t reached = 0;  // the newest complete checkpoint's step
   for (int attempt = 0; attempt < 6; ++attempt) {
     const int64_t target = reached + write_to_kill(random);
+    const double fraction = written_fraction(random);
+    const fs::path previous = checkpoints / step_name(target - 1);
     const fs::path staging = checkpoints / step_name(target);
     const pid_t pid = spawn(command(100000, 1, "run", /*wide=*/true), dir / "train.log");
-    // Poll tightly: the moment the step directory exists without its metadata, the write is in progress.
+    // Poll tightly. The process writes the checkpoint before the target whole, which gives the size of a rank
+    // file; then the target's rank file grows under its temporary name as the tensors are written, and the kill
+    // goes out once `fraction` of that size is there: at a different point of the write each time.
+    uintmax_t full_size = 0;
     bool sent = false;
     int status = 0;
     bool exited = false;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
     while (!sent && !exited && std::chrono::steady_clock::now() < deadline) {
       std::error_code ignored;
-      if (fs::exists(staging, ignored)) {
+      if (full_size == 0) {
+        if (mlagpt::trainer::Checkpointer::is_complete(previous)) {
+          const uintmax_t size = fs::file_size(previous / "rank_00000.h5", ignored);
+          full_size = ignored ? 0 : size;
+        }
+      } else if (const uintmax_t size = fs::file_size(staging / "rank_00000.h5.tmp", ignored);
+                 !ignored && static_cast<double>(size) >= fraction * static_cast<double>(full_size)) {
         sent = kill(pid, SIGKILL) == 0;
-      } else {
-        exited = waitpid(pid, &status, WNOHANG) == pid;
+        continue;
       }
+      exited = waitpid(pid, &status, WNOHANG) == pid;
     }
     if (!exited) {
       kill(pid, SIGKILL);  // a no-op when it already was
@@ -143,8 +155,8 @@ TEST_F(TrainProcess, KillsInsideCheckpointWritesResumeFromThePreviousCheckpoint)
     const bool inside_the_write = fs::is_directory(staging) && !mlagpt::trainer::Checkpointer::is_complete(staging);
     EXPECT_TRUE(inside_the_write) << "attempt " << attempt << ": the kill landed after " << staging << " was complete";
     kills_inside_a_write += inside_the_write ? 1 : 0;
-    std::printf("[kill %d] inside the write of %s: %s\n", attempt, staging.filename().c_str(),
-                inside_the_write ? "yes" : "no");
+    std::printf("[kill %d] at %.0f%% of the rank file of %s: inside the write: %s\n", attempt, fraction * 100,
+                staging.filename().c_str(), inside_the_write ? "yes" : "no");
 
     // `--resume auto` picks the checkpoint before the one being written, and it loads completely.
     const auto found = newest_checkpoint();
