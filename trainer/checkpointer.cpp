@@ -444,6 +444,16 @@ void Checkpointer::load_weights(const fs::path& checkpoint, model::Gpt& model) {
   }
 }
 
+void Checkpointer::verify_weights(const fs::path& checkpoint) {
+  const Metadata metadata = read_metadata(checkpoint);
+  const data::h5::File file = open_rank_file(checkpoint / rank_file(0));
+  for (const auto& [name, record] : metadata.tensors) {
+    if (name.starts_with("params/")) {
+      read_verified(file, metadata, "/" + name, at::kFloat);
+    }
+  }
+}
+
 TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, torch::optim::AdamW& optimizer,
                                  const TrainConfig& config, const DatasetIdentity& dataset) {
   const c10::Device device = model.parameters().front().device();

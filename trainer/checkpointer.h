@@ -92,6 +92,9 @@ class Checkpointer {
   // Only the model's parameters (for eval and sample); the model must have the stored shapes. Verifies the
   // parameters' checksums (not the optimizer's, which it does not read) before it copies any.
   static void load_weights(const std::filesystem::path& checkpoint, model::Gpt& model);
+  // Reads metadata.json and every parameter of `checkpoint` and checks them against their checksums, without a
+  // model (for eval and sample to pick a checkpoint that loads); IoError or DataError naming the file otherwise.
+  static void verify_weights(const std::filesystem::path& checkpoint);
 
  private:
   std::filesystem::path dir_;

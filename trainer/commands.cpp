@@ -15,29 +15,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct LoadedModel {
-  TrainConfig config;
-  std::shared_ptr<model::Gpt> model;
-  Dataset dataset;
-  c10::Device device = c10::Device(c10::kCPU);
-};
-
-// The stored config and weights of one checkpoint, verified; on the CPU.
-LoadedModel load_checkpoint(const fs::path& checkpoint, const std::string& device) {
-  LoadedModel loaded;
-  loaded.config = Checkpointer::stored_config(checkpoint);
-  loaded.config.run.device = device;
-  loaded.config.resolve();
-  loaded.model = std::make_shared<model::Gpt>(loaded.config.model);
-  Checkpointer::load_weights(checkpoint, *loaded.model);
-  return loaded;
-}
-
-// `--ckpt`: a step directory as given (which must load), or the newest complete step of a checkpoint directory
-// that loads, as `--resume auto` picks it: a damaged one is skipped with a warning naming it and why.
-LoadedModel load_checkpoint_arg(const fs::path& path, const std::string& device) {
+// A step directory as given (load_weights verifies it), or the newest complete step of a checkpoint directory whose
+// weights verify, as `--resume auto` picks it: a damaged one is skipped with a warning naming it and why.
+fs::path resolve_checkpoint(const fs::path& path) {
   if (Checkpointer::is_complete(path)) {
-    return load_checkpoint(path, device);
+    return path;
   }
   if (!fs::is_directory(path)) {
     throw IoError(fmt::format("--ckpt {}: no such checkpoint", path.string()));
@@ -50,7 +32,8 @@ LoadedModel load_checkpoint_arg(const fs::path& path, const std::string& device)
   std::vector<std::string> failures;
   for (const fs::path& checkpoint : found) {
     try {
-      return load_checkpoint(checkpoint, device);
+      Checkpointer::verify_weights(checkpoint);
+      return checkpoint;
     } catch (const IoError& e) {
       failures.emplace_back(e.what());
     } catch (const DataError& e) {
@@ -62,11 +45,24 @@ LoadedModel load_checkpoint_arg(const fs::path& path, const std::string& device)
                             failures.size(), fmt::join(failures, " | ")));
 }
 
+struct LoadedModel {
+  TrainConfig config;
+  std::shared_ptr<model::Gpt> model;
+  Dataset dataset;
+  c10::Device device = c10::Device(c10::kCPU);
+};
+
 LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_dir, const std::string& device,
                        const launch::Runtime& runtime) {
-  LoadedModel loaded = load_checkpoint_arg(checkpoint_arg, device);
+  const fs::path checkpoint = resolve_checkpoint(checkpoint_arg);
+  LoadedModel loaded;
+  loaded.config = Checkpointer::stored_config(checkpoint);
+  loaded.config.run.device = device;
+  loaded.config.resolve();
   loaded.dataset = open_dataset(data_dir.empty() ? loaded.config.data.dir : data_dir, loaded.config.model.vocab_size);
   loaded.device = select_device(loaded.config.run, runtime.info());
+  loaded.model = std::make_shared<model::Gpt>(loaded.config.model);
+  Checkpointer::load_weights(checkpoint, *loaded.model);
   loaded.model->to(loaded.device);
   loaded.model->eval();
   return loaded;

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/dataset_manifest.h"
 #include "data/hdf5_file.h"
 #include "data/prepare.h"
 #include "launch/error.h"
@@ -180,7 +181,8 @@ class CheckpointerTest : public testing::Test {
   fs::path rank_file(int64_t n) const { return step(n) / "rank_00000.h5"; }
 
   mlagpt::trainer::DatasetIdentity identity(const std::string& data = "data") const {
-    return mlagpt::trainer::open_dataset(*suite_ / data, 257).identity();
+    const auto manifest = mlagpt::data::read_dataset_manifest(*suite_ / data);
+    return {manifest.tokenizer.name, manifest.tokenizer.sha256, manifest.tokenizer.vocab_size};
   }
   // Checkpointer::resume(`resume`) into a fresh model; returns the step resumed (-1: none).
   int64_t resume(Target& target, const std::string& resume, const std::string& data = "data") {
