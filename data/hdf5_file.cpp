@@ -8,13 +8,17 @@
 namespace mlagpt::data {
 namespace {
 
-// Turn off HDF5's printing of its error stack once per process: errors reach callers as exceptions instead.
-void silence_hdf5_printing() {
-  static const bool silenced = [] {
+// Once per process, before HDF5 initializes itself: turn off its printing of its error stack (errors reach callers
+// as exceptions instead), and its clean-up at exit. That clean-up closes every file still open, and a file whose
+// close failed (a full disk: the failure reaches the writer through flush()) is still open, half torn down, and
+// HDF5 1.10 crashes on it; every File closes itself when it goes away, so nothing is left for the clean-up to do.
+void prepare_hdf5() {
+  static const bool prepared = [] {
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     return true;
   }();
-  (void)silenced;
+  (void)prepared;
 }
 
 herr_t keep_innermost(unsigned n, const H5E_error2_t* error, void* message) {
@@ -196,10 +200,14 @@ std::vector<T> Dataset::read_all() const {
   return values;
 }
 
+void Dataset::flush() {
+  MLAGPT_HDF5_CHECK(H5Dflush(id()), context());
+}
+
 // ---- File ----------------------------------------------------------------------------------------------------
 
 File File::create(const std::filesystem::path& path, bool overwrite) {
-  silence_hdf5_printing();
+  prepare_hdf5();
   const std::string name = path.string();
   Handle handle(MLAGPT_HDF5_CHECK(
                     H5Fcreate(name.c_str(), overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), name),
@@ -208,7 +216,7 @@ File File::create(const std::filesystem::path& path, bool overwrite) {
 }
 
 File File::open(const std::filesystem::path& path, bool writable) {
-  silence_hdf5_printing();
+  prepare_hdf5();
   const std::string name = path.string();
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error)) {

@@ -86,6 +86,8 @@ class Dataset {
   // The whole dataset.
   template <typename T>
   std::vector<T> read_all() const;
+  // Writes what HDF5 still buffers of this dataset to the file: closing it would too, but cannot report a failure.
+  void flush();
 
   hid_t id() const { return handle_.get(); }
   const std::string& name() const { return name_; }
@@ -122,7 +124,8 @@ class File {
   int64_t int_attribute(const std::string& name, const std::string& object = "/") const;
   double float_attribute(const std::string& name, const std::string& object = "/") const;
 
-  // Flushes HDF5's buffers to the OS (does not fsync).
+  // Flushes HDF5's buffers to the OS (does not fsync). A writer calls it before the file goes away: closing would
+  // flush too, but cannot report a failure (a full disk).
   void flush();
   hid_t id() const { return handle_.get(); }
   const std::string& path() const { return path_; }

@@ -81,7 +81,8 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   TrainOptions train_options;
   train->add_option("--config", train_options.config, "TOML file with [run], [model], [data], [optim], ... tables");
   train->add_option("--resume", train_options.resume,
-                    "'auto' (the newest complete checkpoint, or a fresh start) or a checkpoint directory");
+                    "'auto' (the newest checkpoint that verifies, or a fresh start when there is none) or a checkpoint "
+                    "directory");
   // Everything else is an override of one config field: --optim.lr=3e-4 or --optim.lr 3e-4.
   train->allow_extras();
   int exit_code = 0;

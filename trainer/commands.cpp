@@ -1,6 +1,8 @@
 #include "trainer/commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include "launch/error.h"
 #include "model/generation.h"
@@ -13,7 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A step directory as given, or the newest complete step of a checkpoint directory.
+// A step directory as given (load_weights verifies it), or the newest complete step of a checkpoint directory whose
+// weights verify, as `--resume auto` picks it: a damaged one is skipped with a warning naming it and why.
 fs::path resolve_checkpoint(const fs::path& path) {
   if (Checkpointer::is_complete(path)) {
     return path;
@@ -22,11 +25,24 @@ fs::path resolve_checkpoint(const fs::path& path) {
     throw IoError(fmt::format("--ckpt {}: no such checkpoint", path.string()));
   }
   launch::LocalCommunicator local;
-  const auto found = Checkpointer(path, 1, local).find("auto");
-  if (!found) {
+  const std::vector<fs::path> found = Checkpointer(path, 1, local).candidates();
+  if (found.empty()) {
     throw IoError(fmt::format("--ckpt {}: holds no complete checkpoint", path.string()));
   }
-  return *found;
+  std::vector<std::string> failures;
+  for (const fs::path& checkpoint : found) {
+    try {
+      Checkpointer::verify_weights(checkpoint);
+      return checkpoint;
+    } catch (const IoError& e) {
+      failures.emplace_back(e.what());
+    } catch (const DataError& e) {
+      failures.emplace_back(e.what());
+    }
+    spdlog::warn("[ckpt] --ckpt {} skips {}: {}", path.string(), checkpoint.string(), failures.back());
+  }
+  throw IoError(fmt::format("--ckpt {}: none of its {} complete checkpoints can be loaded: {}", path.string(),
+                            failures.size(), fmt::join(failures, " | ")));
 }
 
 struct LoadedModel {

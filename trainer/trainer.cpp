@@ -184,9 +184,8 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
 Trainer::~Trainer() = default;
 
 void Trainer::resume_from(const std::string& resume) {
-  const std::optional<fs::path> found = checkpointer_->find(resume.empty() ? "auto" : resume);
   if (resume.empty()) {
-    if (found) {
+    if (const std::optional<fs::path> found = checkpointer_->find("auto")) {
       throw ConfigError(
           fmt::format("{} already holds checkpoints (newest {}); pass --resume auto to continue that "
                       "run, or set run.out_dir / checkpoint.dir to start another",
@@ -194,11 +193,13 @@ void Trainer::resume_from(const std::string& resume) {
     }
     return;
   }
-  if (!found) {
-    spdlog::info("[ckpt] no checkpoint in {}: starting from scratch", config_.checkpoint_dir().string());
+  const std::optional<TrainingState> resumed =
+      checkpointer_->resume(resume, *model_, *optimizer_, config_, dataset_.identity());
+  if (!resumed) {
+    spdlog::info("[ckpt] no complete checkpoint in {}: starting from scratch", config_.checkpoint_dir().string());
     return;
   }
-  state_ = checkpointer_->load(*found, *model_, *optimizer_, config_, dataset_.identity());
+  state_ = *resumed;
 }
 
 int Trainer::train(const std::string& resume) {

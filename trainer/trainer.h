@@ -50,7 +50,8 @@ class Trainer {
   Trainer(TrainConfig config, const launch::Runtime& runtime);
   ~Trainer();
   // Trains to run.max_steps. `resume`: "" (a fresh run; refused when the checkpoint directory already holds one),
-  // "auto" (the newest complete checkpoint, or fresh when there is none) or a checkpoint directory.
+  // "auto" (the newest complete checkpoint that verifies, skipping damaged ones with a warning; fresh only when there
+  // is no complete checkpoint at all) or a checkpoint directory (which must verify).
   // SIGTERM, SIGINT or SIGUSR1 on any rank stops every rank after the step in progress, with a checkpoint of that
   // step: train() then returns the signal's number (0 when it reached max_steps).
   int train(const std::string& resume);

@@ -1,0 +1,420 @@
+// Damaged checkpoints and how they are refused. One small run (checkpoints of steps 2 and 4) is trained once; each
+// test damages a copy of it: a truncated rank file, a metadata.json cut in half or not JSON, one flipped byte inside
+// a parameter, an optimizer moment or the RNG state (found with H5Dget_offset, so that tensor bytes change, not
+// HDF5's headers), a dataset of another tokenizer, a `latest` naming a missing or incomplete step, a save that fails.
+// Each must be a clear error naming the file with nothing restored, or under `--resume auto` a warning naming the
+// file and a resume from the checkpoint before it; never a crash or a silent fresh start. Also: rotation (`keep`),
+// `latest`, eval's fallback, and version 1 checkpoints (no checksums) still loading. Tests use the Checkpointer API
+// and the real `mlagpt` executable.
+#include "trainer/checkpointer.h"
+
+#include <ATen/ops/equal.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "data/dataset_manifest.h"
+#include "data/hdf5_file.h"
+#include "data/prepare.h"
+#include "launch/error.h"
+#include "support/small_dataset.h"
+#include "support/temp_dir.h"
+#include "trainer/optimizer.h"
+#include "trainer/trainer.h"
+
+namespace fs = std::filesystem;
+using mlagpt::trainer::Checkpointer;
+using mlagpt::trainer::TrainConfig;
+
+namespace {
+
+const mlagpt::launch::Runtime& runtime() {
+  static int argc = 0;
+  static char** argv = nullptr;
+  static const mlagpt::launch::Runtime instance(&argc, &argv);
+  return instance;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+// The file offset of a contiguous dataset's first byte.
+uint64_t data_offset(const fs::path& file, const std::string& dataset) {
+  const auto h5 = mlagpt::data::h5::File::open(file);
+  const auto opened = h5.open_dataset(dataset);
+  const haddr_t offset = H5Dget_offset(opened.id());
+  EXPECT_NE(offset, HADDR_UNDEF) << dataset << " is not contiguous";
+  return offset;
+}
+
+// Flips the lowest bit of the byte `index` bytes into `dataset`'s data: for a float, a change in the last place of
+// its mantissa, the kind of damage that would otherwise go unnoticed.
+void flip_byte(const fs::path& file, const std::string& dataset, uint64_t index) {
+  const uint64_t offset = data_offset(file, dataset) + index;
+  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg(static_cast<std::streamoff>(offset));
+  char byte = 0;
+  io.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x01);
+  io.seekp(static_cast<std::streamoff>(offset));
+  io.write(&byte, 1);
+  ASSERT_TRUE(io.good()) << file;
+}
+
+// Captures what the default logger writes while it lives.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(text_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::string text() const { return text_.str(); }
+
+ private:
+  std::ostringstream text_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+// A model and optimizer as a run of `config` starts them, to load checkpoints into.
+struct Target {
+  explicit Target(const TrainConfig& config)
+      : model(config.model), optimizer(mlagpt::trainer::make_adamw(model, config.optim)) {
+    for (const auto& item : model.named_parameters()) {
+      initial[item.key()] = item.value().detach().clone();
+    }
+  }
+  // Whether nothing of a checkpoint reached the model or the optimizer.
+  void expect_untouched() {
+    for (const auto& item : model.named_parameters()) {
+      EXPECT_TRUE(at::equal(item.value(), initial[item.key()])) << item.key() << " was restored";
+    }
+    EXPECT_TRUE(optimizer->state().empty()) << "optimizer state was restored";
+  }
+  mlagpt::model::Gpt model;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::map<std::string, at::Tensor> initial;
+};
+
+class CheckpointerTest : public testing::Test {
+ protected:
+  // The dataset (byte tokenizer, a validation split for eval), the same text prepared with the char tokenizer, and
+  // the run every test damages a copy of.
+  static void SetUpTestSuite() {
+    suite_ = new mlagpt::testing::TempDir();
+    mlagpt::testing::prepare_small_byte_dataset(suite_->path());
+    mlagpt::data::PrepareConfig prepare;
+    prepare.inputs = {(*suite_ / "text").string()};
+    prepare.tokenizer = "char";
+    prepare.out = *suite_ / "char_data";
+    prepare.val_fraction = 0.25;
+    prepare.threads = 1;
+    mlagpt::data::prepare_dataset(prepare);
+    mlagpt::trainer::Trainer(config(*suite_ / "source", 4), runtime()).train("");
+  }
+  static void TearDownTestSuite() {
+    delete suite_;
+    suite_ = nullptr;
+  }
+
+  void SetUp() override {
+    fs::copy(*suite_ / "source", run(), fs::copy_options::recursive);
+    ASSERT_TRUE(Checkpointer::is_complete(step(2)));
+    ASSERT_TRUE(Checkpointer::is_complete(step(4)));
+  }
+
+  static std::vector<std::string> overrides(const fs::path& out_dir, int64_t max_steps,
+                                            const std::string& data = "data") {
+    return {"--run.out_dir=" + out_dir.string(),
+            "--run.device=cpu",
+            "--run.threads=1",
+            "--run.max_steps=" + std::to_string(max_steps),
+            "--data.dir=" + (*suite_ / data).string(),
+            "--data.batch_size=2",
+            "--data.seq_len=24",
+            "--model.vocab_size=257",
+            "--model.block_size=24",
+            "--model.n_layer=2",
+            "--model.n_embd=48",
+            "--model.n_head=4",
+            "--model.kv_lora_rank=20",
+            "--model.qk_nope_head_dim=12",
+            "--model.qk_rope_head_dim=4",
+            "--model.v_head_dim=10",
+            "--schedule.warmup_steps=1",
+            "--schedule.decay_steps=10",
+            "--eval.every=0",
+            "--checkpoint.every=2",
+            "--checkpoint.keep=3"};
+  }
+  static TrainConfig config(const fs::path& out_dir, int64_t max_steps) {
+    return mlagpt::trainer::read_train_config({}, overrides(out_dir, max_steps));
+  }
+  // `mlagpt ARGS 2>&1` with the exit status in `status`.
+  static std::string mlagpt(const std::string& arguments, int* status, const std::string& prefix = "") {
+    return mlagpt::testing::run_command(fmt::format("{}{} {} 2>&1", prefix, MLAGPT_EXECUTABLE, arguments), status);
+  }
+  std::string train_arguments(int64_t max_steps, const std::string& resume, const std::string& data = "data") const {
+    std::string text = "train --resume " + resume;
+    for (const auto& item : overrides(run(), max_steps, data)) {
+      text += " " + item;
+    }
+    return text;
+  }
+
+  fs::path run() const { return dir_ / "run"; }
+  fs::path checkpoints() const { return run() / "checkpoints"; }
+  fs::path step(int64_t n) const { return checkpoints() / fmt::format("step_{:08d}", n); }
+  fs::path rank_file(int64_t n) const { return step(n) / "rank_00000.h5"; }
+
+  mlagpt::trainer::DatasetIdentity identity(const std::string& data = "data") const {
+    const auto manifest = mlagpt::data::read_dataset_manifest(*suite_ / data);
+    return {manifest.tokenizer.name, manifest.tokenizer.sha256, manifest.tokenizer.vocab_size};
+  }
+  // Checkpointer::resume(`resume`) into a fresh model; returns the step resumed (-1: none).
+  int64_t resume(Target& target, const std::string& resume, const std::string& data = "data") {
+    const auto state = Checkpointer(checkpoints(), 3, local_)
+                           .resume(resume, target.model, *target.optimizer, config(run(), 8), identity(data));
+    return state ? state->step : -1;
+  }
+
+  // Each kind of damage to step 4: an explicit load of it fails with `Expected` naming `named` (and nothing is
+  // restored), and `--resume auto` warns naming it and resumes step 2.
+  template <typename Expected>
+  void expect_refused_then_skipped(const std::string& named) {
+    {
+      Target target(config(run(), 8));
+      try {
+        resume(target, step(4).string());
+        ADD_FAILURE() << "loaded the damaged " << step(4);
+      } catch (const Expected& e) {
+        EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << e.what();
+      }
+      target.expect_untouched();
+    }
+    Target target(config(run(), 8));
+    const CapturedLog log;
+    EXPECT_EQ(resume(target, "auto"), 2);
+    EXPECT_NE(log.text().find("skips " + step(4).string()), std::string::npos) << log.text();
+    EXPECT_NE(log.text().find(named), std::string::npos) << log.text();
+  }
+
+  static mlagpt::testing::TempDir* suite_;
+  mlagpt::testing::TempDir dir_;
+  mlagpt::launch::LocalCommunicator local_;
+};
+
+mlagpt::testing::TempDir* CheckpointerTest::suite_ = nullptr;
+
+}  // namespace
+
+TEST_F(CheckpointerTest, TruncatedRankFileIsRefusedAndSkipped) {
+  fs::resize_file(rank_file(4), fs::file_size(rank_file(4)) / 2);
+  expect_refused_then_skipped<mlagpt::IoError>(rank_file(4).string());
+}
+
+TEST_F(CheckpointerTest, MetadataCutInHalfIsRefusedAndSkipped) {
+  const std::string text = read_text(step(4) / "metadata.json");
+  write_text(step(4) / "metadata.json", text.substr(0, text.size() / 2));
+  expect_refused_then_skipped<mlagpt::IoError>((step(4) / "metadata.json").string());
+}
+
+TEST_F(CheckpointerTest, MetadataThatIsNotJsonIsRefusedAndSkipped) {
+  write_text(step(4) / "metadata.json", "this is not JSON\n");
+  expect_refused_then_skipped<mlagpt::IoError>((step(4) / "metadata.json").string());
+}
+
+TEST_F(CheckpointerTest, MetadataOfTheWrongShapeIsRefusedAndSkipped) {
+  auto json = nlohmann::json::parse(read_text(step(4) / "metadata.json"));
+  json["step"] = "four";
+  write_text(step(4) / "metadata.json", json.dump());
+  expect_refused_then_skipped<mlagpt::IoError>((step(4) / "metadata.json").string());
+}
+
+// A parameter restored last, an optimizer moment and the CPU generator's state: each is verified before anything
+// is restored.
+TEST_F(CheckpointerTest, FlippedByteInAParameterIsRefusedAndSkipped) {
+  const Target probe(config(run(), 8));
+  const std::string last = probe.model.named_parameters().keys().back();
+  flip_byte(rank_file(4), "/params/" + last, 5);
+  expect_refused_then_skipped<mlagpt::DataError>(
+      fmt::format("{}: tensor /params/{} is corrupt", rank_file(4).string(), last));
+}
+
+TEST_F(CheckpointerTest, FlippedByteInAnOptimizerMomentIsRefusedAndSkipped) {
+  flip_byte(rank_file(4), "/optim/wte.weight/exp_avg_sq", 17);
+  expect_refused_then_skipped<mlagpt::DataError>(
+      fmt::format("{}: tensor /optim/wte.weight/exp_avg_sq is corrupt", rank_file(4).string()));
+}
+
+TEST_F(CheckpointerTest, FlippedByteInTheRngStateIsRefusedAndSkipped) {
+  flip_byte(rank_file(4), "/rng/cpu", 100);
+  expect_refused_then_skipped<mlagpt::DataError>(fmt::format("{}: tensor /rng/cpu is corrupt", rank_file(4).string()));
+}
+
+TEST_F(CheckpointerTest, FlippedByteFailsEvalOfThatStepAndEvalOfTheDirectoryTakesTheOneBefore) {
+  const Target probe(config(run(), 8));
+  const std::string first = probe.model.named_parameters().keys().front();
+  flip_byte(rank_file(4), "/params/" + first, 2);
+  int status = 0;
+  std::string output = mlagpt(fmt::format("eval --device cpu --batches 1 --ckpt {}", step(4).string()), &status);
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find(fmt::format("{}: tensor /params/{} is corrupt", rank_file(4).string(), first)),
+            std::string::npos)
+      << output;
+  output = mlagpt(fmt::format("eval --device cpu --batches 1 --ckpt {}", checkpoints().string()), &status);
+  EXPECT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("skips " + step(4).string()), std::string::npos) << output;
+  EXPECT_NE(output.find("val loss"), std::string::npos) << output;
+}
+
+TEST_F(CheckpointerTest, ADatasetOfAnotherTokenizerIsAConfigErrorNamingBoth) {
+  Target target(config(run(), 8));
+  for (const std::string& resume_arg : {std::string("auto"), step(2).string()}) {
+    try {
+      resume(target, resume_arg, "char_data");
+      ADD_FAILURE() << "resumed on a dataset of another tokenizer";
+    } catch (const mlagpt::ConfigError& e) {
+      const std::string text = e.what();
+      // auto never falls back over a mismatch: every checkpoint of the run has the same tokenizer.
+      EXPECT_NE(text.find(resume_arg == "auto" ? step(4).string() : step(2).string()), std::string::npos) << text;
+      EXPECT_NE(text.find("tokenizer: byte ("), std::string::npos) << text;
+      EXPECT_NE(text.find("!= char ("), std::string::npos) << text;
+    }
+    target.expect_untouched();
+  }
+  int status = 0;
+  const std::string output = mlagpt(train_arguments(8, "auto", "char_data"), &status);
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find("tokenizer: byte ("), std::string::npos) << output;
+  EXPECT_FALSE(fs::exists(step(6))) << output;
+}
+
+TEST_F(CheckpointerTest, AutoWithNoLoadableCheckpointIsAnErrorNotAFreshStart) {
+  write_text(step(2) / "metadata.json", "{");
+  fs::resize_file(rank_file(4), 100);
+  Target target(config(run(), 8));
+  try {
+    resume(target, "auto");
+    ADD_FAILURE() << "started from scratch over two damaged checkpoints";
+  } catch (const mlagpt::IoError& e) {
+    const std::string text = e.what();
+    EXPECT_NE(text.find("none of the 2 complete checkpoints"), std::string::npos) << text;
+    EXPECT_NE(text.find((step(2) / "metadata.json").string()), std::string::npos) << text;
+    EXPECT_NE(text.find(rank_file(4).string()), std::string::npos) << text;
+  }
+  target.expect_untouched();
+  int status = 0;
+  const std::string output = mlagpt(train_arguments(8, "auto"), &status);
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_EQ(output.find("no complete checkpoint in"), std::string::npos) << output;  // the fresh start's message
+  EXPECT_FALSE(fs::exists(step(6))) << output;
+}
+
+TEST_F(CheckpointerTest, TrainResumeAutoSaysWhatItSkippedAndContinues) {
+  flip_byte(rank_file(4), "/params/wte.weight", 0);
+  int status = 0;
+  std::string output = mlagpt(train_arguments(6, step(4).string()), &status);
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find(rank_file(4).string() + ": tensor /params/wte.weight is corrupt"), std::string::npos) << output;
+  output = mlagpt(train_arguments(6, "auto"), &status);
+  ASSERT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("skips " + step(4).string()), std::string::npos) << output;
+  EXPECT_NE(output.find("resumed from " + step(2).string()), std::string::npos) << output;
+  // The damaged step 4 was written again on the way to step 6.
+  Target target(config(run(), 8));
+  EXPECT_EQ(resume(target, step(4).string()), 4);
+  EXPECT_EQ(read_text(checkpoints() / "latest"), "step_00000006\n");
+}
+
+TEST_F(CheckpointerTest, LatestNamingAMissingOrIncompleteStepFallsBackToTheNewestComplete) {
+  for (const bool incomplete : {false, true}) {
+    SCOPED_TRACE(incomplete ? "incomplete" : "missing");
+    if (incomplete) {
+      // What a save killed before its metadata.json leaves.
+      fs::create_directories(step(6));
+      fs::copy_file(rank_file(4), rank_file(6));
+    }
+    write_text(checkpoints() / "latest", "step_00000006\n");
+    EXPECT_EQ(Checkpointer(checkpoints(), 3, local_).find("auto"), step(4));
+    Target target(config(run(), 8));
+    const CapturedLog log;
+    EXPECT_EQ(resume(target, "auto"), 4);
+    EXPECT_NE(log.text().find((checkpoints() / "latest").string() + " names step_00000006, which is not a complete"),
+              std::string::npos)
+        << log.text();
+  }
+}
+
+TEST_F(CheckpointerTest, RotationKeepsTheLastTwoAndLatestNamesTheNewest) {
+  const fs::path dir = dir_ / "rotation";
+  const TrainConfig train = config(dir_ / "rotation_run", 8);
+  Target target(train);
+  Checkpointer checkpointer(dir, 2, local_);
+  for (int64_t step = 1; step <= 4; ++step) {
+    checkpointer.save({.step = step, .tokens_seen = 48 * step, .loader_position = 2 * step}, target.model,
+                      *target.optimizer, train, identity());
+  }
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_00000003", "step_00000004"}));
+  EXPECT_EQ(read_text(dir / "latest"), "step_00000004\n");
+  EXPECT_EQ(checkpointer.candidates(), (std::vector<fs::path>{dir / "step_00000004", dir / "step_00000003"}));
+  Target loaded(train);
+  const auto state = checkpointer.resume("auto", loaded.model, *loaded.optimizer, train, identity());
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(state->step, 4);
+  EXPECT_EQ(state->tokens_seen, 192);
+  EXPECT_EQ(state->loader_position, 8);
+}
+
+// A save that cannot write (here: files limited to 32 KiB or less, well under a checkpoint's size) fails the run
+// naming the file, and leaves the earlier checkpoint and `latest` as they were, still loadable.
+TEST_F(CheckpointerTest, FailedSaveLeavesThePreviousCheckpointAndLatestIntact) {
+  ASSERT_GT(fs::file_size(rank_file(4)), 64 * 1024U);
+  const std::string before = read_text(step(4) / "metadata.json");
+  int status = 0;
+  const std::string output = mlagpt(train_arguments(6, "auto"), &status, "trap '' XFSZ; ulimit -f 64; exec ");
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find(step(6).string()), std::string::npos) << output;
+  EXPECT_EQ(read_text(checkpoints() / "latest"), "step_00000004\n");
+  EXPECT_EQ(read_text(step(4) / "metadata.json"), before);
+  EXPECT_FALSE(Checkpointer::is_complete(step(6)));
+  Target target(config(run(), 8));
+  EXPECT_EQ(resume(target, "auto"), 4);
+}
+
+TEST_F(CheckpointerTest, Version1CheckpointLoadsUnverifiedWithAWarning) {
+  auto json = nlohmann::json::parse(read_text(step(4) / "metadata.json"));
+  json["version"] = 1;
+  json.erase("optimizer_steps");
+  nlohmann::json tensors = nlohmann::json::object();
+  for (auto& [name, record] : json["tensors"].items()) {
+    if (name.rfind("rng/", 0) != 0) {
+      record.erase("sha256");
+      tensors[name] = record;
+    }
+  }
+  json["tensors"] = tensors;
+  write_text(step(4) / "metadata.json", json.dump(2));
+  Target target(config(run(), 8));
+  const CapturedLog log;
+  EXPECT_EQ(resume(target, step(4).string()), 4);
+  EXPECT_NE(log.text().find("format version 1 has no checksums"), std::string::npos) << log.text();
+}
