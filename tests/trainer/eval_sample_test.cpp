@@ -40,12 +40,12 @@ class EvalSample : public testing::Test {
   static void SetUpTestSuite() {
     dir_ = std::make_unique<mlagpt::testing::TempDir>();
     mlagpt::testing::prepare_small_byte_dataset(dir_->path());
-    // Dimensions all differ (T 32 < block_size 40; Dc 24, Dq 20, Dn 12, Dr 4, Dv 10), so a mixed-up shape fails.
+    // No two sizes equal (T 32 < block_size 40; C 48, Dc 24, Dq 20, Dn 14, Dh 12, Dv 10, Dr 4): a mixed-up shape fails.
     training_ = mlagpt(fmt::format(
         "train --run.out_dir={} --run.device=cpu --run.threads=1 --run.max_steps={} --run.log_every=100 "
         "--data.dir={} --data.batch_size={} --data.seq_len={} --model.attention=mla --model.vocab_size=257 "
         "--model.block_size={} --model.n_layer=2 --model.n_embd=48 --model.n_head=4 --model.kv_lora_rank=24 "
-        "--model.q_lora_rank=20 --model.qk_nope_head_dim=12 --model.qk_rope_head_dim=4 --model.v_head_dim=10 "
+        "--model.q_lora_rank=20 --model.qk_nope_head_dim=14 --model.qk_rope_head_dim=4 --model.v_head_dim=10 "
         "--optim.lr=1e-2 --schedule.warmup_steps=3 --schedule.min_lr=1e-3 --eval.every={} --eval.batches={} "
         "--checkpoint.every={} --checkpoint.keep=2",
         (*dir_ / "run").string(), kSteps, (*dir_ / "data").string(), kBatch, kSeqLen, kBlockSize, kEvalEvery,
