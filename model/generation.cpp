@@ -68,8 +68,10 @@ std::vector<int64_t> generate(Gpt& model, const std::vector<int64_t>& prompt, co
     throw ConfigError("generate: the prompt is empty (give at least one token, e.g. the end-of-text token)");
   }
   if (static_cast<int64_t>(prompt.size()) >= block_size) {
-    throw ConfigError(fmt::format("generate: the prompt has {} tokens; block_size {} leaves no room to generate",
-                                  prompt.size(), block_size));
+    throw ConfigError(
+        fmt::format("the prompt has {} tokens; it must be shorter than the model's block_size ({}) to "
+                    "leave room for a generated token",
+                    prompt.size(), block_size));
   }
   const bool was_training = model.is_training();
   model.eval();

@@ -91,6 +91,9 @@ int run_train(const TrainOptions& options, const launch::Runtime& runtime) {
 }
 
 void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out) {
+  if (options.batches < 0) {
+    throw ConfigError(fmt::format("--batches must be >= 0 (0 = the whole validation split), got {}", options.batches));
+  }
   LoadedModel loaded = load_model(options.checkpoint, options.data_dir, options.device, runtime);
   if (loaded.dataset.manifest.val.shards.empty()) {
     throw DataError(fmt::format("{}: the dataset has no validation split", loaded.dataset.dir.string()));
@@ -128,12 +131,20 @@ void run_sample(const SampleOptions& options, const launch::Runtime& runtime, st
                                  .vocab_size = tokenizer.vocab_size(),  // never a padding id of the model's
                                  .stop_token = tokenizer.eot_id(),
                                  .mla_mode = options.mode};
-  out << options.prompt << std::flush;
-  // Decode the growing sequence and print what is new: a multi-byte character or a BPE piece may only become
-  // text once its last token has arrived.
+  // The prompt is printed with the first token, so that a refused prompt or option prints nothing. Then decode the
+  // growing sequence and print what is new: a multi-byte character or a BPE piece may only become text once its
+  // last token has arrived.
+  bool started = false;
+  const auto start = [&] {
+    if (!started) {
+      out << options.prompt << std::flush;
+      started = true;
+    }
+  };
   std::vector<int32_t> generated;
   size_t printed = 0;
   model::generate(*loaded.model, prompt, sampling, [&](int64_t token) {
+    start();
     if (token == tokenizer.eot_id()) {
       return;
     }
@@ -145,6 +156,7 @@ void run_sample(const SampleOptions& options, const launch::Runtime& runtime, st
       printed = complete;
     }
   });
+  start();  // max_new_tokens = 0
   const std::string text = tokenizer.decode(generated);
   out << text.substr(std::min(printed, text.size())) << '\n' << std::flush;
 }

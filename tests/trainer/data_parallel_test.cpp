@@ -1,15 +1,20 @@
 // Data-parallel `mlagpt train` under mpiexec against one process. R ranks with batch B see the same global samples
 // as one process with batch R * B (the loader deals each global batch out by rank), and gradients are averaged over
-// the ranks, so the two runs have the same losses, evaluations and final weights up to float rounding (sums in
-// another order). A checkpoint carries the global sample position, not a per-rank one, so a run checkpointed by 2
-// ranks continues in 1 process, and the other way round, as if it had never changed; with dropout, a resumed run
-// draws the masks it would have drawn.
+// the ranks, so the two runs have the same losses, gradient norms, learning rates, evaluations and final weights up
+// to float rounding (sums in another order). Losses alone would not show gradients summed instead of averaged:
+// clipping rescales them and AdamW's update hardly depends on their scale, so the gradient norm (logged before
+// clipping) is compared too, and once without clipping. A checkpoint carries the global sample position, not a
+// per-rank one, so a run checkpointed by 2 ranks continues in 1 process, and the other way round, as if it had never
+// changed; with dropout, a resumed run draws the masks it would have drawn. Runs are shared between the tests of
+// the suite: each is trained once.
 #include <ATen/ops/allclose.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <memory>
+#include <set>
 
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
@@ -20,17 +25,26 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Curve {
-  std::vector<double> train;  // loss of every step, in order
-  std::vector<double> eval;   // validation loss of every evaluation
+  std::vector<double> train;      // loss of every step, in order
+  std::vector<double> grad_norm;  // global gradient norm of every step, before clipping
+  std::vector<double> lr;         // learning rate of every step
+  std::vector<double> eval;       // validation loss of every evaluation
 };
 
 class DataParallel : public testing::Test {
  protected:
-  void SetUp() override { mlagpt::testing::prepare_small_byte_dataset(dir_.path()); }
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<mlagpt::testing::TempDir>();
+    mlagpt::testing::prepare_small_byte_dataset(dir_->path());
+  }
+  static void TearDownTestSuite() {
+    dir_.reset();
+    trained_.clear();
+  }
 
   // Trains run `run` to `max_steps` on `ranks` processes (mpiexec when more than one), each with a batch of
   // kGlobalBatch / ranks; resumes the run's newest checkpoint when there is one. Fails the test on a non-zero exit.
-  void train(const std::string& run, int ranks, int64_t max_steps, const std::string& extra = "") {
+  static void train(const std::string& run, int ranks, int64_t max_steps, const std::string& extra = "") {
     std::string command = ranks > 1 ? fmt::format("{} -n {} ", MLAGPT_MPIEXEC, ranks) : "";
     command += fmt::format(
         "{} train --resume auto --run.out_dir={} --run.device=cpu --run.threads=1 --run.max_steps={} "
@@ -39,19 +53,32 @@ class DataParallel : public testing::Test {
         "--model.qk_nope_head_dim=8 --model.qk_rope_head_dim=4 --model.v_head_dim=8 --optim.lr=3e-3 "
         "--optim.grad_accum=2 --schedule.warmup_steps=2 --schedule.decay_steps=8 --schedule.min_lr=3e-4 "
         "--eval.every=4 --eval.batches=2 --checkpoint.every=4 {} 2>&1",
-        MLAGPT_EXECUTABLE, (dir_ / run).string(), max_steps, (dir_ / "data").string(), kGlobalBatch / ranks, extra);
+        MLAGPT_EXECUTABLE, (*dir_ / run).string(), max_steps, (*dir_ / "data").string(), kGlobalBatch / ranks, extra);
     int status = 0;
     const std::string output = mlagpt::testing::run_command(command, &status);
     ASSERT_EQ(status, 0) << command << "\n" << output;
   }
 
-  Curve curve(const std::string& run) const {
+  // Run `run` trained straight through to kSteps on `ranks` processes, once for the whole suite.
+  static void trained(const std::string& run, int ranks, const std::string& extra = "") {
+    if (trained_.count(run) != 0) {
+      return;
+    }
+    train(run, ranks, kSteps, extra);
+    if (!HasFatalFailure()) {
+      trained_.insert(run);
+    }
+  }
+
+  static Curve curve(const std::string& run) {
     Curve out;
-    std::ifstream in(dir_ / run / "metrics.jsonl");
+    std::ifstream in(*dir_ / run / "metrics.jsonl");
     for (std::string line; std::getline(in, line);) {
       const auto json = nlohmann::json::parse(line);
       if (json["kind"] == "train") {
         out.train.push_back(json["loss"].get<double>());
+        out.grad_norm.push_back(json["grad_norm"].get<double>());
+        out.lr.push_back(json["lr"].get<double>());
       } else {
         out.eval.push_back(json["val_loss"].get<double>());
       }
@@ -60,15 +87,15 @@ class DataParallel : public testing::Test {
   }
 
   // The final weights of run `run`, from its newest checkpoint.
-  std::vector<at::Tensor> weights(const std::string& run) const {
-    const fs::path checkpoint = dir_ / run / "checkpoints" / fmt::format("step_{:08d}", kSteps);
+  static std::vector<at::Tensor> weights(const std::string& run) {
+    const fs::path checkpoint = *dir_ / run / "checkpoints" / fmt::format("step_{:08d}", kSteps);
     mlagpt::model::Gpt model(mlagpt::trainer::Checkpointer::stored_config(checkpoint).model);
     mlagpt::trainer::Checkpointer::load_weights(checkpoint, model);
     return model.parameters();
   }
 
   // Runs `actual` and `expected` agree step for step and weight for weight, up to the rounding of float sums.
-  void expect_same_training(const std::string& actual, const std::string& expected) const {
+  static void expect_same_training(const std::string& actual, const std::string& expected) {
     const Curve a = curve(actual);
     const Curve b = curve(expected);
     ASSERT_EQ(a.train.size(), static_cast<size_t>(kSteps));
@@ -76,6 +103,9 @@ class DataParallel : public testing::Test {
     ASSERT_EQ(a.eval.size(), b.eval.size());
     for (size_t i = 0; i < a.train.size(); ++i) {
       EXPECT_NEAR(a.train[i], b.train[i], kTolerance * std::abs(b.train[i])) << "loss of step " << i + 1;
+      EXPECT_NEAR(a.grad_norm[i], b.grad_norm[i], kTolerance * std::abs(b.grad_norm[i]))
+          << "gradient norm of step " << i + 1;
+      EXPECT_DOUBLE_EQ(a.lr[i], b.lr[i]) << "learning rate of step " << i + 1;
     }
     for (size_t i = 0; i < a.eval.size(); ++i) {
       EXPECT_NEAR(a.eval[i], b.eval[i], kTolerance * std::abs(b.eval[i])) << "evaluation " << i;
@@ -92,25 +122,33 @@ class DataParallel : public testing::Test {
   static constexpr int64_t kSteps = 8;
   // Relative: float32 sums in another order differ in the 7th digit; 8 AdamW steps at lr 3e-3 amplify that little.
   static constexpr double kTolerance = 1e-4;
-  mlagpt::testing::TempDir dir_;
+  static inline std::unique_ptr<mlagpt::testing::TempDir> dir_;
+  static inline std::set<std::string> trained_;  // runs trained straight through by trained()
 };
 
 }  // namespace
 
 TEST_F(DataParallel, TwoRanksTrainAsOneProcessWithTheSameGlobalBatch) {
-  train("one", 1, kSteps);
-  train("two", 2, kSteps);
+  trained("one", 1);
+  trained("two", 2);
   expect_same_training("two", "one");
 }
 
 TEST_F(DataParallel, FourRanksTrainAsOneProcessWithTheSameGlobalBatch) {
-  train("one", 1, kSteps);
-  train("four", 4, kSteps);
+  trained("one", 1);
+  trained("four", 4);
   expect_same_training("four", "one");
 }
 
+// Without clipping the averaged gradient goes into AdamW as it is; 2 ranks suffice to see a wrong scale.
+TEST_F(DataParallel, TwoRanksTrainAsOneProcessWithoutClipping) {
+  trained("one_unclipped", 1, "--optim.grad_clip=0");
+  trained("two_unclipped", 2, "--optim.grad_clip=0");
+  expect_same_training("two_unclipped", "one_unclipped");
+}
+
 TEST_F(DataParallel, ACheckpointResumesOnAnotherNumberOfRanks) {
-  train("one", 1, kSteps);
+  trained("one", 1);
   train("two_then_one", 2, kSteps / 2);
   train("two_then_one", 1, kSteps);
   expect_same_training("two_then_one", "one");
@@ -122,12 +160,14 @@ TEST_F(DataParallel, ACheckpointResumesOnAnotherNumberOfRanks) {
 // With dropout, every rank's generator is seeded by (seed, rank, step) at each step, while only rank 0 writes the
 // checkpoint: 2 ranks resumed from step 4 must still draw what they drew straight through.
 TEST_F(DataParallel, TwoRanksWithDropoutResumeExactly) {
-  train("straight", 2, kSteps, "--model.dropout=0.2");
+  trained("straight", 2, "--model.dropout=0.2");
   train("resumed", 2, kSteps / 2, "--model.dropout=0.2");
   train("resumed", 2, kSteps, "--model.dropout=0.2");
   const Curve a = curve("resumed");
   const Curve b = curve("straight");
   ASSERT_EQ(a.train.size(), static_cast<size_t>(kSteps));
   EXPECT_EQ(a.train, b.train);
+  EXPECT_EQ(a.grad_norm, b.grad_norm);
+  EXPECT_EQ(a.lr, b.lr);
   EXPECT_EQ(a.eval, b.eval);
 }
