@@ -1,5 +1,6 @@
 #include "trainer/config_file.h"
 
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -49,7 +50,8 @@ struct Located {
 
 }  // namespace
 
-std::vector<ConfigValue> read_config_values(const std::filesystem::path& path) {
+std::vector<ConfigValue> read_config_values(const std::filesystem::path& path,
+                                            const std::vector<std::string>& sections) {
   const std::string file = path.string();
   std::ifstream input(path, std::ios::binary);
   if (!input) {
@@ -81,6 +83,10 @@ std::vector<ConfigValue> read_config_values(const std::filesystem::path& path) {
     if (section == nullptr) {
       add("", name, node);  // a key before any table; the caller decides whether it may be there
       continue;
+    }
+    if (!sections.empty() && std::find(sections.begin(), sections.end(), name.str()) == sections.end()) {
+      throw ConfigError(fmt::format("{}: unknown section [{}] (sections: {})", position(file, node.source()),
+                                    name.str(), fmt::join(sections, ", ")));
     }
     for (const auto& [key, value] : *section) {
       if (value.is_table()) {

@@ -24,8 +24,10 @@ using model::ConfigValue;
 // Every key of a TOML file, in file order (section "" for keys before any table), each with `where` =
 // "FILE:LINE:COLUMN: [section] key". Throws IoError for an unreadable file, and ConfigError at FILE:LINE:COLUMN
 // for what is not TOML (a key given twice included) and for what no config field takes: arrays, nested tables
-// ([model.x] or model.x.y = ...), dates and times.
-std::vector<ConfigValue> read_config_values(const std::filesystem::path& file);
+// ([model.x] or model.x.y = ...), dates and times. With `sections` given, a table of another name, even an empty
+// one, is a ConfigError at its header listing them.
+std::vector<ConfigValue> read_config_values(const std::filesystem::path& file,
+                                            const std::vector<std::string>& sections = {});
 
 // Parses `--section.key=value` and `--section.key value` arguments into CommandLineText values. Throws ConfigError
 // for anything else.

@@ -98,7 +98,9 @@ std::filesystem::path TrainConfig::checkpoint_dir() const {
 TrainConfig read_train_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
   TrainConfig config;
   if (!file.empty()) {
-    for (const ConfigValue& value : read_config_values(file)) {
+    std::vector<std::string> sections;
+    config.visit_sections([&sections](std::string_view name, auto&) { sections.emplace_back(name); });
+    for (const ConfigValue& value : read_config_values(file, sections)) {
       apply(config, value);
     }
   }

@@ -136,6 +136,10 @@ TEST_F(TrainerTest, RefusesToStartFreshOverAnExistingRun) {
 // The tiny configs leave model.vocab_size out: the byte dataset's 257 becomes 320, a multiple of 64, and that is what
 // the run stores; a vocabulary set below the dataset's is refused with both numbers.
 TEST_F(TrainerTest, TinyConfigsTakeTheVocabularyFromTheDataset) {
+  EXPECT_EQ(mlagpt::trainer::padded_vocab_size(50257), 50304);  // GPT-2's, as nanoGPT pads it
+  EXPECT_EQ(mlagpt::trainer::padded_vocab_size(4096), 4096);
+  EXPECT_EQ(mlagpt::trainer::padded_vocab_size(257), 320);
+  EXPECT_EQ(mlagpt::trainer::padded_vocab_size(1), 64);
   for (const std::string name : {"tiny_mha", "tiny_gqa", "tiny_mqa", "tiny_mla"}) {
     SCOPED_TRACE(name);
     const fs::path out = dir_ / ("vocab_" + name);
