@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include "launch/runtime.h"
+#include "support/test_runtime.h"
 
 namespace {
 
@@ -33,11 +34,18 @@ class FailuresOnly : public testing::EmptyTestEventListener {
 // tests/CMakeLists.txt sets SKIP_RETURN_CODE to this (77, the skip status of automake and meson).
 constexpr int kSkippedStatus = 77;
 
+const mlagpt::launch::Runtime* the_runtime = nullptr;
+
 }  // namespace
+
+const mlagpt::launch::Runtime& mlagpt::testing::runtime() {
+  return *the_runtime;
+}
 
 int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   mlagpt::launch::Runtime runtime(&argc, &argv);
+  the_runtime = &runtime;
   const auto& info = runtime.info();
   if (info.rank != 0) {
     auto& listeners = testing::UnitTest::GetInstance()->listeners();

@@ -24,6 +24,7 @@
 #include "launch/error.h"
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
+#include "support/test_runtime.h"
 #include "trainer/optimizer.h"
 #include "trainer/trainer.h"
 
@@ -31,14 +32,9 @@ namespace fs = std::filesystem;
 using mlagpt::trainer::Checkpointer;
 using mlagpt::trainer::TrainConfig;
 
-namespace {
+using mlagpt::testing::runtime;
 
-const mlagpt::launch::Runtime& runtime() {
-  static int argc = 0;
-  static char** argv = nullptr;
-  static const mlagpt::launch::Runtime instance(&argc, &argv);
-  return instance;
-}
+namespace {
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -13,21 +13,16 @@
 #include "launch/error.h"
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
+#include "support/test_runtime.h"
 
 namespace fs = std::filesystem;
 using mlagpt::trainer::read_train_config;
 using mlagpt::trainer::TrainConfig;
 using mlagpt::trainer::Trainer;
 
-namespace {
+using mlagpt::testing::runtime;
 
-// One process-wide runtime (no MPI here: world size 1).
-const mlagpt::launch::Runtime& runtime() {
-  static int argc = 0;
-  static char** argv = nullptr;
-  static const mlagpt::launch::Runtime instance(&argc, &argv);
-  return instance;
-}
+namespace {
 
 class TrainerTest : public testing::Test {
  protected:
