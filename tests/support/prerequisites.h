@@ -24,16 +24,18 @@ inline bool env_is_true(const char* name) {
 
 }  // namespace mlagpt::testing
 
-#define MLAGPT_REQUIRE_INSTALLED(condition, message)                                            \
-  if (condition) {                                                                              \
-  } else if (::mlagpt::testing::env_is_true("CI")) {                                            \
-    FAIL() << message << " (CI=true: deploy/setup.sh should have installed it, so this fails)"; \
-  } else                                                                                        \
+// Skips with `message` unless `condition`, or fails when the environment variable `strict` is true ("1" or "true"),
+// saying why with `why`.
+#define MLAGPT_REQUIRE_OR_SKIP(condition, strict, why, message) \
+  if (condition) {                                              \
+  } else if (::mlagpt::testing::env_is_true(strict)) {          \
+    FAIL() << message << " (" << why << ")";                    \
+  } else                                                        \
     GTEST_SKIP() << message
 
-#define MLAGPT_REQUIRE_GPU(condition, message)                                              \
-  if (condition) {                                                                          \
-  } else if (::mlagpt::testing::env_is_true("MLAGPT_REQUIRE_GPU")) {                        \
-    FAIL() << message << " (MLAGPT_REQUIRE_GPU=1: a GPU test may not skip, so this fails)"; \
-  } else                                                                                    \
-    GTEST_SKIP() << message
+#define MLAGPT_REQUIRE_INSTALLED(condition, message) \
+  MLAGPT_REQUIRE_OR_SKIP(condition, "CI", "CI=true: deploy/setup.sh should have installed it, so this fails", message)
+
+#define MLAGPT_REQUIRE_GPU(condition, message)            \
+  MLAGPT_REQUIRE_OR_SKIP(condition, "MLAGPT_REQUIRE_GPU", \
+                         "MLAGPT_REQUIRE_GPU=1: a GPU test may not skip, so this fails", message)
