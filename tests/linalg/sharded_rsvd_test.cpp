@@ -177,6 +177,35 @@ TEST_F(ShardedRsvdTest, IllConditionedSketchTakesShiftedCholeskyQr3OnEveryRank) 
   expect_same_on_every_rank(at::full({1}, static_cast<double>(r.qr.shifted_cholesky_qr3), at::kDouble), "path");
 }
 
+TEST_F(ShardedRsvdTest, ShardedQrHandlesBlocksShorterThanTheMatrixIsWide) {
+  // Blocks of 5, 0 and more rows of a 131 x 37 matrix: TSQR stacks the short blocks themselves, CholeskyQR does
+  // not care. Both equal the Householder QR of the whole matrix (R's diagonal non-negative).
+  const int64_t rows = 131;
+  const int64_t cols = 37;
+  std::vector<int64_t> per_rank(static_cast<size_t>(size), 0);
+  per_rank[0] = 5;
+  per_rank[static_cast<size_t>(size) - 1] = rows - 5 - (size > 2 ? 60 : 0);
+  if (size > 2) {
+    per_rank[2] = 60;  // rank 1 holds no rows at all
+  }
+  int64_t offset = 0;
+  for (int r = 0; r < rank; ++r) {
+    offset += per_rank[static_cast<size_t>(r)];
+  }
+  const at::Tensor x = with_spectrum("x", rows, cols, geometric(cols, 0.9), 106).a;
+  const mlagpt::linalg::QrFactors whole = mlagpt::linalg::tall_qr(x, QrMethod::kTsqr);
+  for (auto method : {QrMethod::kCholeskyQr2, QrMethod::kTsqr}) {
+    SCOPED_TRACE(mlagpt::linalg::to_string(method));
+    const auto mine = x.narrow(0, offset, per_rank[static_cast<size_t>(rank)]).contiguous();
+    const mlagpt::linalg::QrFactors f = mlagpt::linalg::tall_qr(mine, method, {&comm, per_rank});
+    EXPECT_LT((f.r - whole.r).abs().max().item<double>(), 1e-12);
+    ASSERT_EQ(f.q.sizes(), (std::vector<int64_t>{mine.size(0), cols}));
+    if (mine.size(0) > 0) {
+      EXPECT_LT((f.q - whole.q.narrow(0, offset, mine.size(0))).abs().max().item<double>(), 1e-12);
+    }
+  }
+}
+
 std::string error_on_every_rank(const std::function<void()>& f) {
   try {
     f();
