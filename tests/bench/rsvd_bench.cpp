@@ -349,10 +349,23 @@ json case_fields(const MatrixSpec& spec, const BenchConfig& config) {
           {"device", config.device}};
 }
 
+// One JSON line to the results file and to stdout, and a line of progress to stderr.
 void emit(std::ofstream& jsonl, const json& record) {
   jsonl << record.dump() << '\n';
   jsonl.flush();
   std::cout << record.dump() << std::endl;
+  std::string progress =
+      fmt::format("  {} {}", record.at("impl").get<std::string>(), record.at("matrix").get<std::string>());
+  for (const char* key : {"k", "q"}) {
+    if (record.contains(key)) {
+      progress += fmt::format(" {}={}", key, record.at(key).get<int64_t>());
+    }
+  }
+  progress += fmt::format(": {:.4f} s", record.at("time_s").get<double>());
+  if (record.contains("spectral_ratio")) {
+    progress += fmt::format(", spectral error / optimal {:.4f}", record.at("spectral_ratio").get<double>());
+  }
+  fmt::print(stderr, "{}\n", progress);
 }
 
 std::vector<MatrixSpec> matrix_specs(const BenchConfig& config) {
