@@ -46,7 +46,7 @@ void check_info(const at::Tensor& info, const char* routine) {
 
 }  // namespace
 
-QrFactors cusolver_qr(const at::Tensor& a) {
+QrFactors cusolver_qr(const at::Tensor& a, bool check) {
   const int64_t m = a.size(0);
   const int64_t n = a.size(1);
   if (m > INT_MAX || n > INT_MAX) {
@@ -76,7 +76,9 @@ QrFactors cusolver_qr(const at::Tensor& a) {
                        device_buffer.data_ptr(), device_bytes, host_buffer.data(), host_bytes, info.data_ptr<int>());
   cusolverDnDestroyParams(params);
   MLAGPT_CUSOLVER_CHECK(geqrf);
-  check_info(info, "geqrf");
+  if (check) {
+    check_info(info, "geqrf");
+  }
 
   at::Tensor r = work.narrow(1, 0, n).t().triu();  // [n, n]: the upper triangle of the first n columns
 
@@ -96,7 +98,9 @@ QrFactors cusolver_qr(const at::Tensor& a) {
     MLAGPT_CUSOLVER_CHECK(cusolverDnSorgqr(handle, mi, ni, ni, work.data_ptr<float>(), mi, tau.data_ptr<float>(),
                                            scratch.data_ptr<float>(), lwork, info.data_ptr<int>()));
   }
-  check_info(info, "orgqr");
+  if (check) {
+    check_info(info, "orgqr");
+  }
   return {work.t().contiguous(), r.contiguous()};  // Q: [m, n]
 }
 

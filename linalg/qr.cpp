@@ -9,7 +9,7 @@
 
 namespace mlagpt::linalg {
 
-QrFactors householder_qr(const at::Tensor& a) {
+QrFactors householder_qr(const at::Tensor& a, bool check_info) {
   if (a.dim() != 2 || a.size(0) < a.size(1)) {
     throw Error(
         fmt::format("householder_qr: expected a tall 2-D matrix (m >= n), got sizes [{}]", fmt::join(a.sizes(), ", ")));
@@ -19,8 +19,10 @@ QrFactors householder_qr(const at::Tensor& a) {
   }
 #ifdef MLAGPT_WITH_CUDA
   if (a.is_cuda()) {
-    return cusolver_qr(a);
+    return cusolver_qr(a, check_info);
   }
+#else
+  (void)check_info;
 #endif
   auto [q, r] = at::linalg_qr(a, "reduced");
   return {q, r};

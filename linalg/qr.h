@@ -15,14 +15,17 @@ struct QrFactors {
   at::Tensor r;  // [n, n], upper triangular
 };
 
-QrFactors householder_qr(const at::Tensor& a);
+// `check_info`: on CUDA, read cuSOLVER's info on the host (a synchronization) and throw if it reports an illegal
+// argument. The size and dtype checks made before the call rule that out, so the randomized SVD's hot path passes
+// false and never waits for the GPU here. LAPACK (CPU) always checks.
+QrFactors householder_qr(const at::Tensor& a, bool check_info = true);
 
 // True when this build has cuSOLVER (MLAGPT_WITH_CUDA).
 bool has_cusolver();
 
 #ifdef MLAGPT_WITH_CUDA
 // The cuSOLVER path itself, for tests that compare it with LAPACK. `a` must be a CUDA tensor.
-QrFactors cusolver_qr(const at::Tensor& a);
+QrFactors cusolver_qr(const at::Tensor& a, bool check_info = true);
 #endif
 
 }  // namespace mlagpt::linalg

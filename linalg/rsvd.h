@@ -26,17 +26,17 @@
 namespace mlagpt::linalg {
 
 struct RsvdOptions {
-  int64_t k = 0;               // rank of the result, 1 <= k <= min(m, n)
-  int64_t oversample = 10;     // p >= 0: the sketch has l = k + p columns
-  int64_t power_iters = 2;     // q >= 0
-  uint64_t seed = 0;           // draws Omega
+  int64_t k = 0;            // rank of the result, 1 <= k <= min(m, n)
+  int64_t oversample = 10;  // p >= 0: the sketch has l = k + p columns
+  int64_t power_iters = 2;  // q >= 0
+  uint64_t seed = 0;        // draws Omega
   QrMethod qr = QrMethod::kCholeskyQr2;
 };
 
 struct RsvdResult {
-  at::Tensor u;  // [m, k] (sharded by rows: this rank's rows)
-  at::Tensor s;  // [k], descending
-  at::Tensor v;  // [n, k] (sharded by columns: this rank's rows of V, i.e. its columns of A)
+  at::Tensor u;              // [m, k] (sharded by rows: this rank's rows)
+  at::Tensor s;              // [k], descending
+  at::Tensor v;              // [n, k] (sharded by columns: this rank's rows of V, i.e. its columns of A)
   bool exact = false;        // k + p >= min(m, n): a deterministic exact SVD was computed
   int64_t sketch_width = 0;  // l = min(k + p, min(m, n))
   QrReport qr;               // which path each orthonormalization took
