@@ -208,8 +208,8 @@ def goals(cases, manifest):
             for label, ratios in (("spectral", s), ("Frobenius", f)):
                 ours, theirs = ratios["mlagpt_rsvd"], ratios["torch_svd_lowrank"]
                 print(f"    lower {label + ' error than svd_lowrank:':<34} {ours:.7f} vs {theirs:.7f} "
-                      f"(ours / theirs - 1 = {ours / theirs - 1:+.1e})  {verdict(ours < theirs)}"
-                      f"{' (a tie: equal to 1e-4)' if abs(ours / theirs - 1) < 1e-4 else ''}{note}")
+                      f"(ours / theirs - 1 = {ours / theirs - 1:+.1e})  "
+                      f"{'TIE (equal to 1e-4)' if abs(ours / theirs - 1) < 1e-4 else verdict(ours < theirs)}{note}")
     print("  (rsvd and torch.svd_lowrank draw the same Omega here: both take torch's CPU generator seeded with the "
           "sketch seed,\n   so their subspaces agree in exact arithmetic and their errors differ by round-off only)")
 
