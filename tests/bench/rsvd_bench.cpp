@@ -703,20 +703,25 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
         info.world_size, rank_threads, cpus, oversubscribed ? " (OVERSUBSCRIBED: times are not speedups)" : "", cpus,
         config.dtype, config.repeats, config.warmup);
     fmt::print("{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9} {:>9} {:>7} {:>11} {:>11} {:>6} {:>9} {:>9} {}\n", "matrix",
-               "k", "l", "q", "split", "qr", "time s", "1-rank s", "1r/t", "bytes", "analytic", "b/a", "spec/opt",
+               "k", "l", "q", "split", "qr", "time s", "1-rank s", "1r/t", "bytes", "analytic", "diff", "spec/opt",
                "s diff", "qr paths (cqr2/scqr3/hh)");
     for (const auto& r : records) {
       fmt::print(
-          "{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9.4f} {:>9.4f} {:>7.2f} {:>11} {:>11} {:>6.3f} {:>9.4f} "
-          "{:>9.1e} {}/{}/{}{}\n",
+          "{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9.4f} {:>9.4f} {:>7.2f} {:>11} {:>11} {:>+6} {:>9.4f} "
+          "{:>9.1e} {}/{}/{}{}{}\n",
           r["matrix"].get<std::string>(), r["k"].get<int64_t>(), r["l"].get<int64_t>(), r["q"].get<int64_t>(),
           r["split"].get<std::string>(), r["qr_method"].get<std::string>(), r["time_s"].get<double>(),
           r["one_rank_time_s"].get<double>(), r["speedup_vs_one_rank"].get<double>(), r["bytes_sent"].get<int64_t>(),
-          r["bytes_analytic"].get<int64_t>(), r["bytes_ratio"].get<double>(), r["spectral_ratio"].get<double>(),
-          r["s_diff_vs_one_rank"].get<double>(), r["qr"]["cholesky_qr2"].get<int64_t>(),
-          r["qr"]["shifted_cholesky_qr3"].get<int64_t>(), r["qr"]["householder"].get<int64_t>(),
-          r["bytes_sent_same_on_all_ranks"].get<bool>() ? "" : " (bytes differ by rank)");
+          r["bytes_analytic"].get<int64_t>(), r["bytes_sent"].get<int64_t>() - r["bytes_analytic"].get<int64_t>(),
+          r["spectral_ratio"].get<double>(), r["s_diff_vs_one_rank"].get<double>(),
+          r["qr"]["cholesky_qr2"].get<int64_t>(), r["qr"]["shifted_cholesky_qr3"].get<int64_t>(),
+          r["qr"]["householder"].get<int64_t>(),
+          r["bytes_sent_same_on_all_ranks"].get<bool>() ? "" : " (bytes differ by rank)",
+          r["qr_fallback"].get<bool>() ? " (QR fallback: not in the analytic figure)" : "");
     }
+    fmt::print(
+        "bytes: sent by each rank (CountingCommunicator: all-reduce tensors, all-gather inputs) in the last run; "
+        "analytic: linalg/sharded_rsvd.h's formula; diff = bytes - analytic\n");
     fmt::print("load average at the end: {}\n", load_average());
   }
   return 0;
