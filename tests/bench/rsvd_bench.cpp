@@ -4,8 +4,8 @@
 // Matrices: A = U diag(sigma) V^T [m, n], U and V the Q factors of float64 Gaussian matrices (seed --seed), so that
 // the optimal rank-k errors are known: sigma_{k+1} in the spectral norm, sqrt(sum_{j>k} sigma_j^2) in Frobenius.
 // Spectra: geometric sigma_j = r^(j-1) (--geometric-ratio) and slow sigma_j = j^-e (--slow-exponent), j = 1..min(m, n).
-// A is computed with in --dtype (float32 by default, or float64); the errors are measured in float64 against the
-// float64 A: Frobenius exactly (the dense residual), the spectral norm of the residual by a block Krylov (Lanczos)
+// The decompositions compute in --dtype (float32 by default, or float64); the errors are measured in float64 against
+// the float64 A: Frobenius exactly (the dense residual), the spectral norm of the residual by a block Krylov (Lanczos)
 // iteration on E^T E with full reorthogonalization, stopped when the top Ritz pair's residual bounds the relative
 // error of sigma_max(E) by 5e-5 (a posteriori: an eigenvalue of E^T E lies within ||E^T E z - theta z|| of theta;
 // Ritz values never exceed the largest one), or --spectral-norm exact (LAPACK svdvals of the residual) to check it.
@@ -19,18 +19,20 @@
 // --mode evaluate: the errors of the factors rsvd_torch.py wrote (DIR/torch.jsonl), measured exactly as ours, into
 //   DIR/torch_errors.jsonl. rsvd_torch.py then prints the combined table (tests/bench/rsvd_bench.sh runs all four).
 // --mode sharded (under mpiexec): sharded_rsvd() over all ranks, split by rows and by columns, with CholeskyQR2 and
-//   TSQR: the median time (the slowest rank's) against rsvd() of the whole matrix on rank 0 alone with all the
-//   process's CPUs (the other ranks wait without spinning), the bytes each rank sends (CountingCommunicator) against
-//   the figure of linalg/sharded_rsvd.h's header, and the errors. Defaults there: --spectra geometric, q = 2.
+//   TSQR: the median time (the slowest rank's) against rsvd() of the whole matrix with the same QR method on rank 0
+//   alone with all the process's CPUs (the other ranks wait without spinning), the bytes each rank sends
+//   (CountingCommunicator) against the figure of linalg/sharded_rsvd.h's header, and the errors. Defaults there:
+//   --spectra geometric, q = 2. Every rank builds the whole test matrix and passes sharded_rsvd() only its block.
 //
 // Run:
 //   tests/bench/rsvd_bench.sh                          # build/ci/tests/bench/rsvd_bench + rsvd_torch.py, the table
 //   build/ci/tests/bench/rsvd_bench --sizes 1024x1024 --ranks 64 --power-iters 2 --dir /tmp/rsvd
+//   tests/bench/rsvd_bench.sh --sharded 4                # the same under mpiexec -n 4, as below
 //   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # Open MPI run as root (containers, CI)
 //   mpiexec --oversubscribe --bind-to none -n 2 build/ci/tests/bench/rsvd_bench --mode sharded
 // (--bind-to none: Open MPI binds each of 2 ranks to one core, which would leave rank 0's one-rank reference one
-// core.) --device cuda moves the single-mode run to the GPU; it says so and measures nothing without a device (the
-// cusolverDnXgesvdr comparison is not written yet).
+// core; 4 ranks on 2 cores are oversubscribed, and the table says so.) --device cuda moves the single-mode run to the
+// GPU; it says so and measures nothing without a device (the cusolverDnXgesvdr comparison is not written yet).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
@@ -55,6 +57,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -326,6 +329,13 @@ void synchronize(const at::Tensor& tensor) {
 struct Timing {
   double median_s = 0;
   std::vector<double> times_s;
+};
+
+// rsvd() of the whole matrix on rank 0 alone: what --mode sharded compares with.
+struct OneRank {
+  mlagpt::linalg::RsvdResult result;
+  Timing timing;
+  double spectral_ratio = 0;
 };
 
 template <class Run>
@@ -603,12 +613,18 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
         options.oversample = config.oversample;
         options.power_iters = q;
         options.seed = config.sketch_seed;
-        // The one-rank reference, with every CPU, while the other ranks sleep.
+        // The one-rank references (one per QR method), with every CPU, while the other ranks sleep.
         at::set_num_threads(cpus);
-        mlagpt::linalg::RsvdResult reference;
-        Timing reference_timing;
+        std::map<std::string, OneRank> references;
         if (root) {
-          reference_timing = time_median(config, [&] { reference = mlagpt::linalg::rsvd(a, options); });
+          for (const auto& method_name : config.qr_methods) {
+            options.qr = mlagpt::linalg::parse_qr_method(method_name);
+            OneRank& one = references[method_name];
+            one.timing = time_median(config, [&] { one.result = mlagpt::linalg::rsvd(a, options); });
+            one.spectral_ratio =
+                approximation_errors(a64, one.result.u, one.result.s, one.result.v, config.spectral_norm).spectral /
+                optimal_errors(sigma, k).spectral;
+          }
         }
         sleeping_barrier(info.mpi);
         at::set_num_threads(rank_threads);
@@ -658,8 +674,10 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
               const bool fallback = result.qr.shifted_cholesky_qr3 > 0 ||
                                     (options.qr == QrMethod::kCholeskyQr2 && result.qr.householder > 0);
               const Errors errors = approximation_errors(a64, u, result.s, v, config.spectral_norm);
-              const double s_diff = ((result.s.to(at::kDouble) - reference.s.to(at::kDouble)).abs().max() /
-                                     reference.s[0].to(at::kDouble))
+              const OneRank& one = references.at(method_name);
+              const at::Tensor& reference_s = one.result.s;
+              const double s_diff = ((result.s.to(at::kDouble) - reference_s.to(at::kDouble)).abs().max() /
+                                     reference_s[0].to(at::kDouble))
                                         .item<double>();
               json record = case_fields(spec, config);
               record.update({{"impl", "mlagpt::linalg::sharded_rsvd"},
@@ -674,9 +692,11 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
                              {"q", q},
                              {"time_s", timing.median_s},
                              {"times_s", timing.times_s},
-                             {"one_rank_time_s", reference_timing.median_s},
+                             {"one_rank_time_s", one.timing.median_s},
+                             {"one_rank_spectral_ratio", one.spectral_ratio},
+                             {"one_rank_qr", qr_fields(one.result.qr)},
                              {"one_rank_threads", cpus},
-                             {"speedup_vs_one_rank", reference_timing.median_s / timing.median_s},
+                             {"speedup_vs_one_rank", one.timing.median_s / timing.median_s},
                              {"bytes_sent", most_bytes},
                              {"bytes_sent_same_on_all_ranks", most_bytes == least_bytes},
                              {"bytes_analytic", expected},
@@ -702,26 +722,28 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
         "{}, median of {} after {} warmup\n",
         info.world_size, rank_threads, cpus, oversubscribed ? " (OVERSUBSCRIBED: times are not speedups)" : "", cpus,
         config.dtype, config.repeats, config.warmup);
-    fmt::print("{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9} {:>9} {:>7} {:>11} {:>11} {:>6} {:>9} {:>9} {}\n", "matrix",
-               "k", "l", "q", "split", "qr", "time s", "1-rank s", "1r/t", "bytes", "analytic", "diff", "spec/opt",
-               "s diff", "qr paths (cqr2/scqr3/hh)");
+    fmt::print("{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9} {:>9} {:>7} {:>11} {:>11} {:>6} {:>9} {:>9} {:>9} {}\n",
+               "matrix", "k", "l", "q", "split", "qr", "time s", "1-rank s", "1r/t", "bytes", "analytic", "diff",
+               "spec/opt", "1r spec", "s diff", "qr paths (cqr2/scqr3/hh)");
     for (const auto& r : records) {
       fmt::print(
           "{:<20} {:>4} {:>4} {:>2} {:<8} {:<13} {:>9.4f} {:>9.4f} {:>7.2f} {:>11} {:>11} {:>+6} {:>9.4f} "
-          "{:>9.1e} {}/{}/{}{}{}\n",
+          "{:>9.4f} {:>9.1e} {}/{}/{}{}{}\n",
           r["matrix"].get<std::string>(), r["k"].get<int64_t>(), r["l"].get<int64_t>(), r["q"].get<int64_t>(),
           r["split"].get<std::string>(), r["qr_method"].get<std::string>(), r["time_s"].get<double>(),
           r["one_rank_time_s"].get<double>(), r["speedup_vs_one_rank"].get<double>(), r["bytes_sent"].get<int64_t>(),
           r["bytes_analytic"].get<int64_t>(), r["bytes_sent"].get<int64_t>() - r["bytes_analytic"].get<int64_t>(),
-          r["spectral_ratio"].get<double>(), r["s_diff_vs_one_rank"].get<double>(),
-          r["qr"]["cholesky_qr2"].get<int64_t>(), r["qr"]["shifted_cholesky_qr3"].get<int64_t>(),
-          r["qr"]["householder"].get<int64_t>(),
+          r["spectral_ratio"].get<double>(), r["one_rank_spectral_ratio"].get<double>(),
+          r["s_diff_vs_one_rank"].get<double>(), r["qr"]["cholesky_qr2"].get<int64_t>(),
+          r["qr"]["shifted_cholesky_qr3"].get<int64_t>(), r["qr"]["householder"].get<int64_t>(),
           r["bytes_sent_same_on_all_ranks"].get<bool>() ? "" : " (bytes differ by rank)",
           r["qr_fallback"].get<bool>() ? " (QR fallback: not in the analytic figure)" : "");
     }
     fmt::print(
         "bytes: sent by each rank (CountingCommunicator: all-reduce tensors, all-gather inputs) in the last run; "
-        "analytic: linalg/sharded_rsvd.h's formula; diff = bytes - analytic\n");
+        "analytic: linalg/sharded_rsvd.h's formula; diff = bytes - analytic\n"
+        "1 rank: rsvd() of the whole matrix with the same QR method (1r spec: its spectral error / optimal; s diff: "
+        "max |S - S_1rank| / S_1rank[0])\n");
     fmt::print("load average at the end: {}\n", load_average());
   }
   return 0;
