@@ -10,7 +10,7 @@
 
 namespace mlagpt::linalg {
 
-std::string RsvdResult::describe(int64_t power_iters) const {
+std::string RsvdResult::describe() const {
   const int64_t k = s.defined() ? s.size(0) : 0;
   if (exact) {
     return fmt::format("exact SVD (k + p >= min(m, n)), k = {}", k);

@@ -12,8 +12,8 @@
 //
 // CPU and CUDA tensors; float32 and float64 are computed in their own precision, bfloat16 and float16 in float32
 // (the result is float32 then). The QRs are linalg/tall_qr.h (CholeskyQR2 with its fallbacks by default, or
-// Householder); the l x l SVD is at::linalg_svd (LAPACK on CPU, cuSOLVER on CUDA). The same seed gives the same
-// Omega on every device and every rank: it is drawn on the CPU and copied.
+// TSQR, which on one rank is a Householder QR); the l x l SVD is at::linalg_svd (LAPACK on CPU, cuSOLVER on CUDA). The
+// same seed gives the same Omega on every device and every rank: it is drawn on the CPU and copied.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -39,10 +39,11 @@ struct RsvdResult {
   at::Tensor v;              // [n, k] (sharded by columns: this rank's rows of V, i.e. its columns of A)
   bool exact = false;        // k + p >= min(m, n): a deterministic exact SVD was computed
   int64_t sketch_width = 0;  // l = min(k + p, min(m, n))
+  int64_t power_iters = 0;   // q as run (0 for an exact SVD)
   QrReport qr;               // which path each orthonormalization took
 
   // "randomized SVD, k = 64, sketch 74, 2 power iterations" or "exact SVD (k + p >= min(m, n)), k = ...".
-  std::string describe(int64_t power_iters) const;
+  std::string describe() const;
 };
 
 // Throws mlagpt::Error naming the value for a non-2-D or non-floating tensor, NaN or Inf entries, k <= 0,

