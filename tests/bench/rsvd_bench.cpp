@@ -399,6 +399,15 @@ std::vector<MatrixSpec> matrix_specs(const BenchConfig& config) {
 
 // ---- --mode single -----------------------------------------------------------------------------------------------
 
+mlagpt::linalg::RsvdOptions rsvd_options(const BenchConfig& config, int64_t k, int64_t q) {
+  mlagpt::linalg::RsvdOptions options;
+  options.k = k;
+  options.oversample = config.oversample;
+  options.power_iters = q;
+  options.seed = config.sketch_seed;
+  return options;
+}
+
 int run_single(const BenchConfig& config, const fs::path& dir) {
   const at::ScalarType dtype = parse_dtype(config.dtype);
   const at::Device device(config.device == "cuda" ? at::kCUDA : at::kCPU);
@@ -449,11 +458,7 @@ int run_single(const BenchConfig& config, const fs::path& dir) {
     }
     for (const int64_t k : config.ranks) {
       for (const int64_t q : config.power_iters) {
-        mlagpt::linalg::RsvdOptions options;
-        options.k = k;
-        options.oversample = config.oversample;
-        options.power_iters = q;
-        options.seed = config.sketch_seed;
+        mlagpt::linalg::RsvdOptions options = rsvd_options(config, k, q);
         options.qr = mlagpt::linalg::parse_qr_method(config.qr_methods.front());
         mlagpt::linalg::RsvdResult result;
         const Timing timing = time_median(config, [&] {
@@ -608,11 +613,7 @@ int run_sharded(const BenchConfig& config, const mlagpt::launch::Runtime& runtim
     const at::Tensor a = a64.to(dtype);
     for (const int64_t k : config.ranks) {
       for (const int64_t q : config.power_iters) {
-        mlagpt::linalg::RsvdOptions options;
-        options.k = k;
-        options.oversample = config.oversample;
-        options.power_iters = q;
-        options.seed = config.sketch_seed;
+        mlagpt::linalg::RsvdOptions options = rsvd_options(config, k, q);
         // The one-rank references (one per QR method), with every CPU, while the other ranks sleep.
         at::set_num_threads(cpus);
         std::map<std::string, OneRank> references;
