@@ -16,6 +16,16 @@ void check_collective_tensor(const at::Tensor& tensor, const char* what) {
   }
 }
 
+void check_reduce_scatter_shapes(const at::Tensor& input, const at::Tensor& output, int ranks) {
+  if (input.numel() % ranks != 0 || output.numel() * ranks != input.numel() ||
+      output.scalar_type() != input.scalar_type()) {
+    throw Error(fmt::format(
+        "reduce_scatter: {} elements of {} in, {} of {} out: the input must be {} equal chunks of "
+        "the output's size and dtype",
+        input.numel(), c10::toString(input.scalar_type()), output.numel(), c10::toString(output.scalar_type()), ranks));
+  }
+}
+
 void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp /*op*/) {
   check_collective_tensor(tensor, "all_reduce");
 }
@@ -33,6 +43,13 @@ void LocalCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) 
   if (output.numel() != input.numel()) {
     throw Error(fmt::format("all_gather: output holds {} elements, expected {}", output.numel(), input.numel()));
   }
+  output.view(input.sizes()).copy_(input);
+}
+
+void LocalCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp /*op*/) {
+  check_collective_tensor(input, "reduce_scatter");
+  check_collective_tensor(output, "reduce_scatter");
+  check_reduce_scatter_shapes(input, output, 1);
   output.view(input.sizes()).copy_(input);
 }
 

@@ -36,6 +36,10 @@ class Communicator {
   // Gathers every rank's `input` (same shape everywhere) into `output`, whose first dimension is size() times
   // input's: rank r's tensor lands at output[r * n : (r + 1) * n] of the flattened storage.
   virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
+  // Reduces every rank's `input` (size() equal chunks of the flattened storage) over the group; rank r receives
+  // chunk r of the result in `output`, which holds input.numel() / size() elements of input's dtype. The inverse of
+  // all_gather, and with it an all-reduce (how ZeRO shards gradient reduction).
+  virtual void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op = ReduceOp::kSum) = 0;
   virtual void barrier() = 0;
 };
 
@@ -48,10 +52,15 @@ class LocalCommunicator final : public Communicator {
   void all_reduce(at::Tensor& tensor, ReduceOp op) override;
   void broadcast(at::Tensor& tensor, int root) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
+  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
   void barrier() override {}
 };
 
 // Throws mlagpt::Error unless `tensor` is defined and contiguous; `what` names the caller in the message.
 void check_collective_tensor(const at::Tensor& tensor, const char* what);
+
+// Throws mlagpt::Error unless `output` can receive one of `ranks` equal chunks of `input` (same dtype, numel a
+// ranks-th of input's).
+void check_reduce_scatter_shapes(const at::Tensor& input, const at::Tensor& output, int ranks);
 
 }  // namespace mlagpt::launch

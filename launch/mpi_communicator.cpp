@@ -99,6 +99,21 @@ void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
                                  mpi_count(static_cast<int64_t>(input.nbytes()), "all_gather"), MPI_BYTE, comm_));
 }
 
+void MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
+  check_cpu(input, "reduce_scatter");
+  check_cpu(output, "reduce_scatter");
+  check_reduce_scatter_shapes(input, output, size_);
+  if (is_reduced_precision(input.scalar_type())) {
+    at::Tensor wide = output.to(at::kFloat);
+    reduce_scatter(input.to(at::kFloat), wide, op);
+    output.copy_(wide);
+    return;
+  }
+  MLAGPT_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(),
+                                            mpi_count(output.numel(), "reduce_scatter"), mpi_type(input.scalar_type()),
+                                            mpi_op(op), comm_));
+}
+
 void MpiCommunicator::barrier() {
   MLAGPT_MPI_CHECK(MPI_Barrier(comm_));
 }

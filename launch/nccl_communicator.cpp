@@ -102,6 +102,14 @@ void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
       ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, as_nccl(comm_), stream));
 }
 
+void NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
+  cudaStream_t stream = stream_of(input, "reduce_scatter");
+  stream_of(output, "reduce_scatter");
+  check_reduce_scatter_shapes(input, output, size_);
+  MLAGPT_NCCL_CHECK(ncclReduceScatter(input.data_ptr(), output.data_ptr(), static_cast<size_t>(output.numel()),
+                                      nccl_type(input.scalar_type()), nccl_op(op), as_nccl(comm_), stream));
+}
+
 void NcclCommunicator::barrier() {
   // A one-element all-reduce orders every rank's stream; synchronizing it makes the host wait for all of them.
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));

@@ -24,6 +24,7 @@ class NcclCommunicator final : public Communicator {
   void all_reduce(at::Tensor& tensor, ReduceOp op) override;
   void broadcast(at::Tensor& tensor, int root) override;
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
+  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
   void barrier() override;
 
   // Aborts outstanding NCCL work (for main()'s error path, where a peer may be gone).

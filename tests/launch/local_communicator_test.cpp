@@ -21,6 +21,11 @@ TEST(LocalCommunicator, CollectivesOfOneLeaveDataAsItIs) {
   at::Tensor gathered = at::zeros({6}, at::kFloat);
   comm.all_gather(t, gathered);
   EXPECT_TRUE(at::equal(gathered, before));
+  at::Tensor scattered = at::zeros({6}, at::kFloat);
+  comm.reduce_scatter(t, scattered, mlagpt::launch::ReduceOp::kSum);
+  EXPECT_TRUE(at::equal(scattered, before));
+  at::Tensor short_output = at::zeros({5}, at::kFloat);
+  EXPECT_THROW(comm.reduce_scatter(t, short_output, mlagpt::launch::ReduceOp::kSum), mlagpt::Error);
 }
 
 TEST(LocalCommunicator, RejectsNonContiguousTensorsAndMissingRoots) {

@@ -52,6 +52,37 @@ TEST_F(MpiCommunicatorTest, BfloatReducesThroughFloat) {
   EXPECT_TRUE(at::equal(t, at::full({4}, static_cast<double>(size * (size + 1) / 2), at::kBFloat16)));
 }
 
+TEST_F(MpiCommunicatorTest, ReduceScatterGivesEachRankItsChunkOfTheSum) {
+  // Rank r contributes (r + 1) * i + r for i in [0, size * 3); rank r receives elements [3r, 3r + 3) of the sum,
+  // S * i + R(R-1)/2. bfloat16 goes through float32 and is exact for these small integers.
+  const int64_t chunk = 3;
+  for (auto dtype : {at::kLong, at::kDouble, at::kFloat, at::kInt, at::kBFloat16}) {
+    const at::Tensor input = at::arange(size * chunk, dtype) * (rank + 1) + rank;
+    at::Tensor output = at::zeros({chunk}, dtype);
+    comm.reduce_scatter(input, output, ReduceOp::kSum);
+    const int64_t s = static_cast<int64_t>(size) * (size + 1) / 2;
+    const at::Tensor expected =
+        at::arange(rank * chunk, (rank + 1) * chunk, dtype) * s + static_cast<int64_t>(size) * (size - 1) / 2;
+    EXPECT_TRUE(at::equal(output, expected)) << c10::toString(dtype);
+  }
+  // With max, and undone by all_gather: reduce_scatter then all_gather is an all-reduce.
+  at::Tensor input = at::arange(size * chunk, at::kDouble) + rank;
+  at::Tensor mine = at::zeros({chunk}, at::kDouble);
+  comm.reduce_scatter(input, mine, ReduceOp::kMax);
+  at::Tensor gathered = at::zeros({size * chunk}, at::kDouble);
+  comm.all_gather(mine, gathered);
+  comm.all_reduce(input, ReduceOp::kMax);
+  EXPECT_TRUE(at::equal(gathered, input));
+}
+
+TEST_F(MpiCommunicatorTest, ReduceScatterRejectsAnOutputOfTheWrongSize) {
+  at::Tensor input = at::zeros({size * 4 + 1}, at::kFloat);
+  at::Tensor output = at::zeros({4}, at::kFloat);
+  EXPECT_THROW(comm.reduce_scatter(input, output, ReduceOp::kSum), mlagpt::Error);
+  at::Tensor wrong_dtype = at::zeros({4}, at::kDouble);
+  EXPECT_THROW(comm.reduce_scatter(at::zeros({size * 4}, at::kFloat), wrong_dtype, ReduceOp::kSum), mlagpt::Error);
+}
+
 TEST_F(MpiCommunicatorTest, BroadcastCopiesTheRootsTensor) {
   const int root = size - 1;
   at::Tensor t = at::full({5}, static_cast<int64_t>(rank * 100), at::kLong);

@@ -1,4 +1,4 @@
-// gpu: NCCL with a group of one on device 0 — all-reduce, broadcast and all-gather of CUDA tensors.
+// gpu: NCCL with a group of one on device 0 — all-reduce, broadcast, all-gather and reduce-scatter of CUDA tensors.
 #include <ATen/ops/arange.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/zeros.h>
@@ -20,5 +20,8 @@ TEST(NcclCommunicator, GroupOfOneAllReducesOnTheDevice) {
   at::Tensor gathered = at::zeros({1000}, options);
   comm.all_gather(t, gathered);
   EXPECT_TRUE(at::equal(gathered.cpu(), at::arange(1000, at::kFloat)));
+  at::Tensor scattered = at::zeros({1000}, options);
+  comm.reduce_scatter(t, scattered, mlagpt::launch::ReduceOp::kSum);
+  EXPECT_TRUE(at::equal(scattered.cpu(), at::arange(1000, at::kFloat)));
   comm.barrier();
 }

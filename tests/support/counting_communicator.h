@@ -1,6 +1,6 @@
 // A Communicator that forwards every collective to another one and counts what this rank hands it: the bytes of
-// each all-reduce and broadcast tensor and of each all-gather input, and the number of calls. The sharded
-// randomized SVD's tests and benchmark check these counts against the analytic volume (linalg/sharded_rsvd.h).
+// each all-reduce and broadcast tensor and of each all-gather and reduce-scatter input, and the number of calls. The
+// sharded randomized SVD's tests and benchmark check these counts against the analytic volume (linalg/sharded_rsvd.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -30,6 +30,10 @@ class CountingCommunicator final : public launch::Communicator {
   void all_gather(const at::Tensor& input, at::Tensor& output) override {
     count(input);
     inner_.all_gather(input, output);
+  }
+  void reduce_scatter(const at::Tensor& input, at::Tensor& output, launch::ReduceOp op) override {
+    count(input);
+    inner_.reduce_scatter(input, output, op);
   }
   void barrier() override {
     ++calls_;
