@@ -118,6 +118,45 @@ std::optional<QrFactors> cholesky_qr(const at::Tensor& x, const RowSplit& split,
   return QrFactors{q, r};
 }
 
+// TSQR of an already checked block (tsqr() checks; tall_qr's fallback has checked already).
+QrFactors householder_tsqr(const at::Tensor& block, const RowSplit& split) {
+  const int64_t l = block.size(1);
+  if (!split.distributed()) {
+    return with_positive_diagonal(householder_qr(block, /*check_info=*/false));
+  }
+  // This rank's factor, l x l: the R of its block, or the block itself (padded with zero rows) when it has fewer
+  // than l rows, its Q then being the identity.
+  const int64_t rows = block.size(0);
+  QrFactors local;
+  if (rows >= l) {
+    local = householder_qr(block, /*check_info=*/false);
+    local.r = local.r.contiguous();
+  } else {
+    local.r = at::zeros({l, l}, block.options());
+    local.r.narrow(0, 0, rows).copy_(block);
+  }
+  const int ranks = split.comm->size();
+  at::Tensor gathered = at::empty({ranks * l, l}, block.options());
+  split.comm->all_gather(local.r, gathered);
+  // Stack only the rows that carry data (a short block's padding is left out), so the stacked Q has no rows that
+  // would be dropped.
+  std::vector<at::Tensor> pieces;
+  int64_t stacked_rows = 0;
+  int64_t offset = 0;  // of this rank's rows in the stack
+  for (int r = 0; r < ranks; ++r) {
+    const int64_t used = std::min(split.rows_per_rank[static_cast<size_t>(r)], l);
+    if (r == split.comm->rank()) {
+      offset = stacked_rows;
+    }
+    pieces.push_back(gathered.narrow(0, r * l, used));
+    stacked_rows += used;
+  }
+  const QrFactors stacked = householder_qr(at::cat(pieces), /*check_info=*/false);
+  const at::Tensor mine = stacked.q.narrow(0, offset, std::min(rows, l));
+  const at::Tensor q = rows >= l ? at::mm(local.q, mine) : mine.contiguous();
+  return with_positive_diagonal({q, stacked.r});
+}
+
 void check_block(const at::Tensor& block, const RowSplit& split, const char* what) {
   if (block.dim() != 2) {
     throw Error(fmt::format("{}: expected a 2-D block of rows, got sizes [{}]", what, fmt::join(block.sizes(), ", ")));
@@ -179,40 +218,7 @@ QrReport& QrReport::operator+=(const QrReport& other) {
 
 QrFactors tsqr(const at::Tensor& block, const RowSplit& split) {
   check_block(block, split, "tsqr");
-  const int64_t l = block.size(1);
-  if (!split.distributed()) {
-    return with_positive_diagonal(householder_qr(block, /*check_info=*/false));
-  }
-  // This rank's factor, l x l: the R of its block, or the block itself (padded with zero rows) when it has fewer
-  // than l rows, its Q then being the identity.
-  const int64_t rows = block.size(0);
-  QrFactors local;
-  if (rows >= l) {
-    local = householder_qr(block, /*check_info=*/false);
-    local.r = local.r.contiguous();
-  } else {
-    local.r = at::zeros({l, l}, block.options());
-    local.r.narrow(0, 0, rows).copy_(block);
-  }
-  const int ranks = split.comm->size();
-  at::Tensor gathered = at::empty({ranks * l, l}, block.options());
-  split.comm->all_gather(local.r, gathered);
-  // Stack only the rows that carry data (a short block's padding is left out), so the stacked Q has no rows that
-  // would be dropped.
-  std::vector<at::Tensor> pieces;
-  int64_t offset = 0;
-  for (int r = 0; r < ranks; ++r) {
-    const int64_t used = std::min(split.rows_per_rank[static_cast<size_t>(r)], l);
-    if (r == split.comm->rank()) {
-      offset = std::accumulate(pieces.begin(), pieces.end(), int64_t{0},
-                               [](int64_t sum, const at::Tensor& piece) { return sum + piece.size(0); });
-    }
-    pieces.push_back(gathered.narrow(0, r * l, used));
-  }
-  const QrFactors stacked = householder_qr(at::cat(pieces), /*check_info=*/false);
-  const at::Tensor mine = stacked.q.narrow(0, offset, std::min(rows, l));
-  const at::Tensor q = rows >= l ? at::mm(local.q, mine) : mine.contiguous();
-  return with_positive_diagonal({q, stacked.r});
+  return householder_tsqr(block, split);
 }
 
 QrFactors tall_qr(const at::Tensor& block, QrMethod method, const RowSplit& split, QrReport* report) {
@@ -225,7 +231,7 @@ QrFactors tall_qr(const at::Tensor& block, QrMethod method, const RowSplit& spli
     }
   }
   ++counts.householder;
-  return tsqr(block, split);
+  return householder_tsqr(block, split);
 }
 
 }  // namespace mlagpt::linalg
