@@ -26,6 +26,21 @@ void check_reduce_scatter_shapes(const at::Tensor& input, const at::Tensor& outp
   }
 }
 
+std::unique_ptr<Work> Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  all_reduce(tensor, op);
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> Communicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
+  reduce_scatter(input, output, op);
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> Communicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
+  all_gather(input, output);
+  return std::make_unique<CompletedWork>();
+}
+
 void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp /*op*/) {
   check_collective_tensor(tensor, "all_reduce");
 }

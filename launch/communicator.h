@@ -6,6 +6,14 @@
 // Training code is written against this interface only. Collectives are in place and blocking from the host's
 // point of view for MPI; NCCL ones are enqueued on the current stream and ordered with the work around them.
 // Every rank of the group must call the same collectives in the same order with tensors of the same shape/dtype.
+//
+// The *_async collectives start the same operation and return a Work to wait on, so that communication runs while
+// the caller computes (gradient buckets during backward). Until wait() returns, the tensors belong to the
+// collective: the caller neither reads nor writes them (the Work keeps them alive). MPI starts a non-blocking
+// collective, which test() and wait() drive; NCCL enqueues it on the communicator's own stream after the caller's
+// current stream, and wait() makes the current stream wait for it (the host never blocks). Async and blocking
+// collectives of one communicator run in the order they were issued. The base-class versions run the blocking
+// collective and return a finished Work, which is what the local backend needs.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +24,28 @@
 namespace mlagpt::launch {
 
 enum class ReduceOp { kSum, kMax, kMin };
+
+// A collective in flight.
+class Work {
+ public:
+  virtual ~Work() = default;
+  Work() = default;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  // Returns once the results can be used by the caller: MPI when the operation has completed; NCCL once the
+  // caller's current stream is ordered after it. A second call returns at once.
+  virtual void wait() = 0;
+  // Advances the operation without blocking and says whether it has completed (MPI_Test; for NCCL whether its
+  // event has been reached). Calling it while computing is what lets MPI make progress without a thread.
+  virtual bool test() = 0;
+};
+
+// A Work that was already complete when it was returned.
+class CompletedWork final : public Work {
+ public:
+  void wait() override {}
+  bool test() override { return true; }
+};
 
 class Communicator {
  public:
@@ -41,6 +71,13 @@ class Communicator {
   // all_gather, and with it an all-reduce (how ZeRO shards gradient reduction).
   virtual void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op = ReduceOp::kSum) = 0;
   virtual void barrier() = 0;
+
+  // The same collectives, started and returned as a Work (see the top of this file). Arguments are checked as the
+  // blocking versions check them, before anything starts.
+  virtual std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
+  virtual std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output,
+                                                     ReduceOp op = ReduceOp::kSum);
+  virtual std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output);
 };
 
 // The world-size-1 backend: rank 0 of 1; collectives leave tensors as they are (after checking them).

@@ -88,6 +88,11 @@ void TrainConfig::resolve() {
   require_one_of("monitoring.log_level", monitoring.log_level,
                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
   require(monitoring.peak_flops >= 0, fmt::format("monitoring.peak_flops must be >= 0, got {}", monitoring.peak_flops));
+  require(parallel.tp >= 1, fmt::format("parallel.tp must be at least 1, got {}", parallel.tp));
+  require(parallel.bucket_mb > 0, fmt::format("parallel.bucket_mb must be positive, got {}", parallel.bucket_mb));
+  require(parallel.zero == 0 || parallel.zero == 1,
+          fmt::format("parallel.zero must be 0 (replicated optimizer) or 1 (sharded optimizer state), got {}",
+                      parallel.zero));
 }
 
 std::filesystem::path TrainConfig::checkpoint_dir() const {

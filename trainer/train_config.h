@@ -1,6 +1,6 @@
 // TrainConfig: everything `mlagpt train` needs, as a tree of typed sections, one TOML table each:
 //
-//   [run] [model] [data] [optim] [schedule] [eval] [checkpoint] [monitoring]
+//   [run] [model] [data] [optim] [schedule] [eval] [checkpoint] [monitoring] [parallel]
 //
 // read from a file (--config) with command-line overrides of any field (--optim.lr=3e-4), validated once, before
 // any heavy work, with messages that name the field and the values. The resolved config is logged at start and
@@ -127,6 +127,24 @@ struct MonitoringConfig {
   }
 };
 
+// How the ranks share the work. The data-parallel size is the world size / tp; tensor-parallel groups are tp
+// consecutive ranks of one node (launch/process_mesh.h).
+struct ParallelConfig {
+  int64_t tp = 1;                // tensor-parallel ranks per group
+  bool tp_across_nodes = false;  // allow a tensor-parallel group to span nodes (slow: it talks every layer)
+  double bucket_mb = 25;         // size of the flat gradient buckets reduced during backward (PyTorch DDP's 25)
+  bool overlap = true;           // reduce each bucket as soon as backward fills it; false: after backward
+  int64_t zero = 0;              // 1: shard the optimizer state over the data-parallel ranks (ZeRO-1)
+  template <typename V>
+  void visit_fields(V&& v) {
+    v("tp", tp);
+    v("tp_across_nodes", tp_across_nodes);
+    v("bucket_mb", bucket_mb);
+    v("overlap", overlap);
+    v("zero", zero);
+  }
+};
+
 struct TrainConfig {
   RunConfig run;
   model::ModelConfig model;
@@ -136,6 +154,7 @@ struct TrainConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   MonitoringConfig monitoring;
+  ParallelConfig parallel;
 
   template <typename V>
   void visit_sections(V&& v) {
@@ -147,6 +166,7 @@ struct TrainConfig {
     v("eval", eval);
     v("checkpoint", checkpoint);
     v("monitoring", monitoring);
+    v("parallel", parallel);
   }
 
   // Resolves the model and the derived values, then checks every rule; throws ConfigError naming field and values.
