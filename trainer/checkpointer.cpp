@@ -308,7 +308,7 @@ bool Checkpointer::is_complete(const fs::path& step_dir) {
   return fs::is_regular_file(step_dir / kMetadata, ignored);
 }
 
-fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, torch::optim::AdamW& optimizer,
+fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, FlatAdamW& optimizer,
                             const TrainConfig& config, const DatasetIdentity& dataset) {
   const fs::path step_dir = dir_ / step_name(state.step);
   const bool writer = comm_.rank() == 0;
@@ -338,16 +338,18 @@ fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, torch
                          {"offset", std::vector<int64_t>(static_cast<size_t>(t.dim()), 0)},
                          {"sha256", write_tensor(file, "/" + name, t)}};
       };
-      for (const auto& item : model.named_parameters()) {
-        write("params/" + item.key(), item.value());
-        const auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
-        if (it != optimizer.state().end()) {
-          const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-          write("optim/" + item.key() + "/exp_avg", adam.exp_avg());
-          write("optim/" + item.key() + "/exp_avg_sq", adam.exp_avg_sq());
-          file.set_attribute("step", adam.step(), "/optim/" + item.key());
-          optimizer_steps[item.key()] = adam.step();
-        }
+      if (optimizer.zero()) {
+        throw Error("[ckpt] saving ZeRO-1 optimizer state is not supported by this checkpoint format");
+      }
+      const int64_t steps = optimizer.step_count();
+      for (const StateSlice& slice : optimizer.held_slices()) {
+        const auto& parameter = optimizer.parameters()[static_cast<size_t>(slice.param)];
+        write("params/" + parameter.name, parameter.tensor);
+        const at::IntArrayRef shape = parameter.tensor.sizes();
+        write("optim/" + parameter.name + "/exp_avg", slice.exp_avg.view(shape));
+        write("optim/" + parameter.name + "/exp_avg_sq", slice.exp_avg_sq.view(shape));
+        file.set_attribute("step", steps, "/optim/" + parameter.name);
+        optimizer_steps[parameter.name] = steps;
       }
       write_rng_states(file, model.parameters().front().device(), tensors, file_name);
       file.flush();  // closing would flush too, but could not report a failure (a full disk)
@@ -454,7 +456,7 @@ void Checkpointer::verify_weights(const fs::path& checkpoint) {
   }
 }
 
-TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, torch::optim::AdamW& optimizer,
+TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, FlatAdamW& optimizer,
                                  const TrainConfig& config, const DatasetIdentity& dataset) {
   const c10::Device device = model.parameters().front().device();
   // Every rank reads and verifies on its own; then they agree, so that none restores what another could not read.
@@ -507,13 +509,17 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, 
     const c10::NoGradGuard no_grad;
     for (auto& item : model.named_parameters()) {
       item.value().copy_(stored.params.at(item.key()));
-      const auto it = stored.optimizer.find(item.key());
+    }
+    if (optimizer.zero()) {
+      throw Error("[ckpt] loading into a ZeRO-1 optimizer is not supported by this checkpoint format");
+    }
+    for (const StateSlice& slice : optimizer.held_slices()) {
+      const std::string& name = optimizer.parameters()[static_cast<size_t>(slice.param)].name;
+      const auto it = stored.optimizer.find(name);
       if (it != stored.optimizer.end()) {
-        auto adam = std::make_unique<torch::optim::AdamWParamState>();
-        adam->step(it->second.step);
-        adam->exp_avg(it->second.exp_avg.to(device));
-        adam->exp_avg_sq(it->second.exp_avg_sq.to(device));
-        optimizer.state()[item.value().unsafeGetTensorImpl()] = std::move(adam);
+        slice.exp_avg.copy_(it->second.exp_avg.reshape({-1}));
+        slice.exp_avg_sq.copy_(it->second.exp_avg_sq.reshape({-1}));
+        optimizer.set_step_count(it->second.step);
       }
     }
   }
@@ -522,9 +528,8 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, 
   return metadata.state;
 }
 
-std::optional<TrainingState> Checkpointer::resume(const std::string& resume, model::Gpt& model,
-                                                  torch::optim::AdamW& optimizer, const TrainConfig& config,
-                                                  const DatasetIdentity& dataset) {
+std::optional<TrainingState> Checkpointer::resume(const std::string& resume, model::Gpt& model, FlatAdamW& optimizer,
+                                                  const TrainConfig& config, const DatasetIdentity& dataset) {
   if (resume != "auto") {
     return load(*find(resume), model, optimizer, config, dataset);
   }

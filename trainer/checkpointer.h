@@ -27,8 +27,6 @@
 // ranks agree (one all-reduce) on whether it loaded, so they all restore the same one or all fail.
 #pragma once
 
-#include <torch/optim/adamw.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -37,6 +35,7 @@
 
 #include "launch/communicator.h"
 #include "model/gpt.h"
+#include "trainer/parallel/flat_adamw.h"
 #include "trainer/train_config.h"
 
 namespace mlagpt::trainer {
@@ -60,7 +59,7 @@ class Checkpointer {
   Checkpointer(std::filesystem::path dir, int64_t keep, launch::Communicator& comm);
 
   // Writes the checkpoint of `state.step` and returns its directory. Collective: every rank calls it.
-  std::filesystem::path save(const TrainingState& state, model::Gpt& model, torch::optim::AdamW& optimizer,
+  std::filesystem::path save(const TrainingState& state, model::Gpt& model, FlatAdamW& optimizer,
                              const TrainConfig& config, const DatasetIdentity& dataset);
 
   // "auto": the newest complete checkpoint in the directory (candidates().front()), or nullopt when there is none.
@@ -75,14 +74,14 @@ class Checkpointer {
   // Throws ConfigError listing the differences when the checkpoint's model config or tokenizer does not match
   // `config` / `dataset`, IoError or DataError naming the file when the checkpoint is damaged; then nothing has been
   // restored. Collective: every rank calls it.
-  TrainingState load(const std::filesystem::path& checkpoint, model::Gpt& model, torch::optim::AdamW& optimizer,
+  TrainingState load(const std::filesystem::path& checkpoint, model::Gpt& model, FlatAdamW& optimizer,
                      const TrainConfig& config, const DatasetIdentity& dataset);
 
   // `--resume`: "auto" loads the first of candidates() that verifies, warning about each one it skips, and returns
   // nullopt only when there is no complete checkpoint at all; when there are some and none loads it throws IoError
   // listing them and why. A path: load() of that checkpoint (its errors are the caller's). A ConfigError (another
   // model or dataset) is never skipped. Collective.
-  std::optional<TrainingState> resume(const std::string& resume, model::Gpt& model, torch::optim::AdamW& optimizer,
+  std::optional<TrainingState> resume(const std::string& resume, model::Gpt& model, FlatAdamW& optimizer,
                                       const TrainConfig& config, const DatasetIdentity& dataset);
 
   static bool is_complete(const std::filesystem::path& step_dir);

@@ -10,22 +10,16 @@ bool decays(const std::string& name, const at::Tensor& parameter) {
   return parameter.dim() >= 2 && !embedding;
 }
 
-std::unique_ptr<torch::optim::AdamW> make_adamw(model::Gpt& model, const OptimConfig& config) {
-  std::vector<at::Tensor> with_decay;
-  std::vector<at::Tensor> without_decay;
+std::vector<NamedParameter> adamw_parameters(model::Gpt& model) {
+  std::vector<NamedParameter> parameters;
   for (const auto& item : model.named_parameters()) {
-    (decays(item.key(), item.value()) ? with_decay : without_decay).push_back(item.value());
+    parameters.push_back({item.key(), item.value(), decays(item.key(), item.value())});
   }
-  const auto options = [&](double weight_decay) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(config.lr)
-                                                            .betas({config.beta1, config.beta2})
-                                                            .eps(config.eps)
-                                                            .weight_decay(weight_decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(with_decay, options(config.weight_decay));
-  groups.emplace_back(without_decay, options(0.0));
-  return std::make_unique<torch::optim::AdamW>(groups, *options(config.weight_decay));
+  return parameters;
+}
+
+AdamWSettings adamw_settings(const OptimConfig& config) {
+  return {.beta1 = config.beta1, .beta2 = config.beta2, .eps = config.eps, .weight_decay = config.weight_decay};
 }
 
 double learning_rate(int64_t step, const OptimConfig& optim, const ScheduleConfig& schedule, int64_t decay_steps) {
@@ -39,12 +33,6 @@ double learning_rate(int64_t step, const OptimConfig& optim, const ScheduleConfi
                           static_cast<double>(std::max<int64_t>(1, decay_steps - schedule.warmup_steps));
   const double cosine = 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
   return schedule.min_lr + cosine * (optim.lr - schedule.min_lr);
-}
-
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) {
-    group.options().set_lr(lr);
-  }
 }
 
 }  // namespace mlagpt::trainer

@@ -1,20 +1,29 @@
 // One optimizer step: grad_accum micro-batches of forward and backward (bfloat16 autocast on the model's device,
-// CUDA or CPU, when run.dtype asks for it; float32 master weights), the data-parallel gradient average, clipping by
-// global norm, and the AdamW update at the step's learning rate. A non-finite loss or gradient norm skips the update
-// (gradients are dropped) and says so in the result; counting and stopping is the Trainer's business.
+// CUDA or CPU, when run.dtype asks for it; float32 master weights), the gradient reduction over the data-parallel
+// group (GradReducer: flat buckets reduced while the last micro-batch's backward runs), clipping by the global
+// norm, and the AdamW update at the step's learning rate (FlatAdamW, replicated or ZeRO-1).
 //
-// Threading: the caller's thread. Collectives go through the Communicator (the local one on a single process),
-// so the same code runs on one CPU and on many GPUs.
+// Nothing in a step waits for the device: the loss, the gradient norm and whether the step was skipped stay on the
+// device in a StepReport, which the Trainer reads when it logs (read_step_reports: one copy to the host for all the
+// steps since the last read). The ranks agree on everything a step decides in one small all-reduce that runs every
+// step anyway: the loss, the squared gradient norm (each element counted once: the owner of the shard with ZeRO-1,
+// rank 0's full copy otherwise), the number of parameters that got no gradient on some rank, and which stop signals
+// the ranks have received. A non-finite loss or gradient norm skips the update on every rank together (on the
+// device: the optimizer's found_inf).
+//
+// Threading: the caller's thread. Collectives go through the Communicator (the local one on a single process).
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <torch/optim/adamw.h>
 
 #include <functional>
-#include <utility>
+#include <string>
+#include <vector>
 
 #include "launch/communicator.h"
 #include "model/gpt.h"
+#include "trainer/parallel/flat_adamw.h"
+#include "trainer/parallel/grad_reducer.h"
 #include "trainer/train_config.h"
 
 namespace mlagpt::trainer {
@@ -24,32 +33,48 @@ struct MicroBatch {
   at::Tensor y;  // [B, T] int64
 };
 
+// What a step leaves on the device.
+struct StepReport {
+  at::Tensor values;  // float64 [kStepReportSize] on the model's device; see read_step_reports
+  double learning_rate = 0;
+  std::vector<std::string> missing_here;  // parameters that got no gradient on this rank
+};
+
+// A step as the host sees it.
 struct StepResult {
   double loss = 0;       // mean over micro-batches and data-parallel ranks
   double grad_norm = 0;  // global norm before clipping
   double learning_rate = 0;
-  bool finite = true;  // false: the update was skipped
+  bool finite = true;   // false: the update was skipped
+  int stop_signal = 0;  // the largest stop signal any rank had received by the end of the step (0: none)
 };
 
-// Averages gradients over the data-parallel group, one all-reduce per parameter (bucketing comes with the
-// NCCL path, where it pays).
-void average_gradients(model::Gpt& model, launch::Communicator& data_parallel);
+// Copies the reports to the host (one synchronization) and turns them into results. Throws mlagpt::Error on every
+// rank when a parameter got no gradient on some rank in one of the steps (the ranks' buckets disagree), naming the
+// parameters this rank missed.
+std::vector<StepResult> read_step_reports(const std::vector<StepReport>& reports);
+
+// The signals a StepReport counts (the ones launch::StopSignals turns into a stop request).
+const std::vector<int>& reported_stop_signals();
 
 class TrainStep {
  public:
-  TrainStep(model::Gpt& model, torch::optim::AdamW& optimizer, const TrainConfig& config,
+  TrainStep(model::Gpt& model, FlatAdamW& optimizer, GradReducer& reducer, const TrainConfig& config,
             launch::Communicator& data_parallel);
-  // Runs optimizer step `step` (0-based), drawing grad_accum micro-batches from `next_batch`.
-  StepResult run(int64_t step, const std::function<MicroBatch()>& next_batch);
+  // Runs optimizer step `step` (0-based), drawing grad_accum micro-batches from `next_batch`. `stop_signal`, asked
+  // after backward, says which signal this rank has received (0: none); the report says which ones any rank had.
+  StepReport run(
+      int64_t step, const std::function<MicroBatch()>& next_batch,
+      const std::function<int()>& stop_signal = [] { return 0; });
 
  private:
   model::Gpt& model_;
-  torch::optim::AdamW& optimizer_;
+  FlatAdamW& optimizer_;
+  GradReducer& reducer_;
   const TrainConfig& config_;
   launch::Communicator& data_parallel_;
-  std::vector<at::Tensor> parameters_;
   bool autocast_bf16_;
-  c10::DeviceType device_type_;
+  c10::Device device_;
 };
 
 }  // namespace mlagpt::trainer

@@ -138,7 +138,12 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   at::manual_seed(static_cast<uint64_t>(config_.run.seed));
   model_ = std::make_shared<model::Gpt>(config_.model);
   model_->to(device_);
-  optimizer_ = make_adamw(*model_, config_.optim);
+  optimizer_ = std::make_unique<FlatAdamW>(
+      adamw_parameters(*model_), adamw_settings(config_.optim),
+      FlatOptions{.bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)),
+                  .zero = config_.parallel.zero == 1},
+      *data_parallel_);
+  reducer_ = std::make_unique<GradReducer>(*optimizer_, config_.parallel.overlap);
 
   data::LoaderConfig train_data{.shards = dataset_.train_shards(),
                                 .batch_size = config_.data.batch_size,
@@ -154,7 +159,7 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   if (!val_data.shards.empty() && config_.eval.every > 0) {
     evaluator_ = std::make_unique<Evaluator>(std::move(val_data), config_.eval.batches, *data_parallel_);
   }
-  train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, config_, *data_parallel_);
+  train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, config_, *data_parallel_);
   checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_);
 
   if (config_.monitoring.jsonl && process.rank == 0) {
@@ -178,6 +183,17 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
                  model::count_parameters(config_.model).total, model::to_string(config_.model.attention), device_.str(),
                  data_parallel_->size(),
                  config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size());
+    const FlatLayout& layout = optimizer_->layout();
+    const double mib = 1 << 20;
+    spdlog::info(
+        "optimizer: AdamW over {} flat bucket(s) of about {} MiB, reduced {}; state {:.2f} MiB per rank ({}; a "
+        "replica's is {:.2f} MiB, {} padding elements)",
+        layout.buckets.size(), config_.parallel.bucket_mb,
+        config_.parallel.overlap ? "during backward" : "after backward",
+        static_cast<double>(optimizer_->state_bytes()) / mib,
+        optimizer_->zero() ? fmt::format("ZeRO-1 over {} data-parallel ranks", data_parallel_->size()) : "replicated",
+        static_cast<double>(layout.parameter_numel()) * 2 * sizeof(float) / mib,
+        layout.padded_numel() - layout.parameter_numel());
   }
 }
 
@@ -215,40 +231,38 @@ int Trainer::train(const std::string& resume) {
       config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
   int64_t last_eval = -1;
   int64_t last_checkpoint = state_.step;
+  pending_.clear();
+  pending_since_ = std::chrono::steady_clock::now();
   while (state_.step < config_.run.max_steps) {
-    const auto start = std::chrono::steady_clock::now();
     seed_step_randomness();
-    const StepResult result = train_step_->run(state_.step, [this] {
-      data::Batch batch = loader_->next();
-      return MicroBatch{batch.x, batch.y};
-    });
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    pending_.push_back(train_step_->run(
+        state_.step,
+        [this] {
+          data::Batch batch = loader_->next();
+          return MicroBatch{batch.x, batch.y};
+        },
+        [&stop_signals] { return stop_signals.received(); }));
     ++state_.step;
     state_.tokens_seen += tokens_per_step;
     state_.loader_position = loader_->position();
-    if (!result.finite) {
-      ++skipped_steps_;
-      spdlog::warn("step {}: non-finite loss ({}) or gradient norm ({}); update skipped", state_.step, result.loss,
-                   result.grad_norm);
-      if (++bad_steps_in_a_row_ >= config_.run.max_bad_steps) {
-        throw Error(fmt::format(
-            "{} steps in a row had a non-finite loss or gradient (run.max_bad_steps = {}); "
-            "stopping at step {}. The last good checkpoint is the newest in {}",
-            bad_steps_in_a_row_, config_.run.max_bad_steps, state_.step, config_.checkpoint_dir().string()));
-      }
-    } else {
-      bad_steps_in_a_row_ = 0;
+    const bool evaluate_now = config_.eval.every > 0 && state_.step % config_.eval.every == 0;
+    const bool checkpoint_now = config_.checkpoint.every > 0 && state_.step % config_.checkpoint.every == 0;
+    // The host reads the device only here: at logged steps, and where it must know how the steps went.
+    const bool read_now = state_.step % config_.run.log_every == 0 || state_.step == 1 ||
+                          state_.step == config_.run.max_steps || evaluate_now || checkpoint_now;
+    if (!read_now) {
+      continue;
     }
-    log_step(result, seconds);
-    if (config_.eval.every > 0 && state_.step % config_.eval.every == 0) {
+    const int signal = read_pending_steps();
+    if (evaluate_now) {
       evaluate();
       last_eval = state_.step;
     }
-    if (config_.checkpoint.every > 0 && state_.step % config_.checkpoint.every == 0 && bad_steps_in_a_row_ == 0) {
+    if (checkpoint_now && bad_steps_in_a_row_ == 0) {
       save_checkpoint();
       last_checkpoint = state_.step;
     }
-    if (const int signal = agreed_stop_signal(stop_signals); signal != 0) {
+    if (signal != 0) {
       // After a skipped (non-finite) step the newest checkpoint stays the last good one, as at the end of a run.
       if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
         save_checkpoint();
@@ -279,22 +293,42 @@ void Trainer::seed_step_randomness() {
   at::manual_seed(seed);
 }
 
-// A signal reaches one rank, or several at different moments: every rank must stop after the same step, so they
-// agree on the largest signal number any of them has seen (one small all-reduce per step).
-int Trainer::agreed_stop_signal(const launch::StopSignals& signals) {
-  if (data_parallel_->size() == 1) {
-    return signals.received();
+int Trainer::read_pending_steps() {
+  const std::vector<StepResult> results = read_step_reports(pending_);
+  const auto now = std::chrono::steady_clock::now();
+  // The host does not wait for each step, so a step's own time is not known: each gets the mean since the last read.
+  const double seconds = std::chrono::duration<double>(now - pending_since_).count() /
+                         static_cast<double>(std::max<size_t>(1, results.size()));
+  const int64_t first_step = state_.step - static_cast<int64_t>(results.size()) + 1;
+  int signal = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const StepResult& result = results[i];
+    const int64_t step = first_step + static_cast<int64_t>(i);
+    if (!result.finite) {
+      ++skipped_steps_;
+      spdlog::warn("step {}: non-finite loss ({}) or gradient norm ({}); update skipped", step, result.loss,
+                   result.grad_norm);
+      if (++bad_steps_in_a_row_ >= config_.run.max_bad_steps) {
+        throw Error(
+            fmt::format("{} steps in a row had a non-finite loss or gradient (run.max_bad_steps = {}); "
+                        "stopping at step {}. The last good checkpoint is the newest in {}",
+                        bad_steps_in_a_row_, config_.run.max_bad_steps, step, config_.checkpoint_dir().string()));
+      }
+    } else {
+      bad_steps_in_a_row_ = 0;
+    }
+    log_step(step, result, seconds);
+    signal = std::max(signal, result.stop_signal);
   }
-  const c10::Device device = data_parallel_->backend() == "nccl" ? device_ : c10::Device(c10::kCPU);
-  at::Tensor flag = at::full({1}, signals.received(), at::TensorOptions().dtype(at::kInt).device(device));
-  data_parallel_->all_reduce(flag, launch::ReduceOp::kMax);
-  return flag.item<int>();
+  pending_.clear();
+  pending_since_ = now;
+  return signal;
 }
 
-void Trainer::log_step(const StepResult& result, double seconds) {
+void Trainer::log_step(int64_t step, const StepResult& result, double seconds) {
   const int64_t tokens =
       config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
-  monitoring::StepMetrics metrics{.step = state_.step,
+  monitoring::StepMetrics metrics{.step = step,
                                   .loss = result.loss,
                                   .learning_rate = result.learning_rate,
                                   .grad_norm = result.grad_norm,
@@ -306,8 +340,8 @@ void Trainer::log_step(const StepResult& result, double seconds) {
     metrics.mfu = flops_per_token_ * metrics.tokens_per_second / (peak_flops_ * data_parallel_->size());
   }
   metrics_.record(metrics);
-  if (runtime_.info().rank == 0 && (state_.step % config_.run.log_every == 0 || state_.step == 1)) {
-    spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} ms | {} tok/s{}", state_.step,
+  if (runtime_.info().rank == 0 && (step % config_.run.log_every == 0 || step == 1)) {
+    spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} ms | {} tok/s{}", step,
                  config_.run.max_steps, result.loss, result.learning_rate, result.grad_norm, seconds * 1e3,
                  human_count(metrics.tokens_per_second),
                  metrics.mfu ? fmt::format(" | mfu {:.1f}%", *metrics.mfu * 100) : std::string());

@@ -4,6 +4,7 @@
 // distributed backends plug in without changing the loop; with one process the group is the local one.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,10 +63,12 @@ class Trainer {
 
  private:
   void resume_from(const std::string& resume);
-  void log_step(const StepResult& result, double seconds);
+  // Reads the steps run since the last read (one host synchronization), counts skipped steps, records their
+  // metrics and logs the last; returns the stop signal the ranks agreed on (0: none).
+  int read_pending_steps();
+  void log_step(int64_t step, const StepResult& result, double seconds);
   void evaluate();
   void save_checkpoint();
-  int agreed_stop_signal(const launch::StopSignals& signals);
   void seed_step_randomness();
 
   TrainConfig config_;
@@ -74,7 +77,8 @@ class Trainer {
   c10::Device device_;
   Dataset dataset_;
   std::shared_ptr<model::Gpt> model_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<FlatAdamW> optimizer_;
+  std::unique_ptr<GradReducer> reducer_;
   std::unique_ptr<data::TokenLoader> loader_;
   std::unique_ptr<TrainStep> train_step_;
   std::unique_ptr<Evaluator> evaluator_;
@@ -82,6 +86,8 @@ class Trainer {
   std::unique_ptr<monitoring::PrometheusExporter> exporter_;
   monitoring::MetricsFanout metrics_;
   TrainingState state_;
+  std::vector<StepReport> pending_;  // steps run but not yet read
+  std::chrono::steady_clock::time_point pending_since_;
   EvalResult last_eval_;
   int64_t bad_steps_in_a_row_ = 0;
   int64_t skipped_steps_ = 0;

@@ -88,7 +88,10 @@ class CapturedLog {
 // A model and optimizer as a run of `config` starts them, to load checkpoints into.
 struct Target {
   explicit Target(const TrainConfig& config)
-      : model(config.model), optimizer(mlagpt::trainer::make_adamw(model, config.optim)) {
+      : model(config.model),
+        optimizer(std::make_unique<mlagpt::trainer::FlatAdamW>(mlagpt::trainer::adamw_parameters(model),
+                                                               mlagpt::trainer::adamw_settings(config.optim),
+                                                               mlagpt::trainer::FlatOptions{}, local)) {
     for (const auto& item : model.named_parameters()) {
       initial[item.key()] = item.value().detach().clone();
     }
@@ -98,10 +101,14 @@ struct Target {
     for (const auto& item : model.named_parameters()) {
       EXPECT_TRUE(at::equal(item.value(), initial[item.key()])) << item.key() << " was restored";
     }
-    EXPECT_TRUE(optimizer->state().empty()) << "optimizer state was restored";
+    EXPECT_EQ(optimizer->step_count(), 0) << "optimizer state was restored";
+    for (const auto& slice : optimizer->held_slices()) {
+      EXPECT_TRUE(slice.exp_avg.eq(0).all().item<bool>()) << "optimizer state was restored";
+    }
   }
+  mlagpt::launch::LocalCommunicator local;
   mlagpt::model::Gpt model;
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<mlagpt::trainer::FlatAdamW> optimizer;
   std::map<std::string, at::Tensor> initial;
 };
 

@@ -49,9 +49,12 @@ TEST(TrainingParity, LossCurveMatchesPyTorchAdamW) {
       item.value().copy_(read_float_tensor(file, "/params_init/" + item.key()));
     }
   }
-  auto optimizer = mlagpt::trainer::make_adamw(model, config.optim);
   mlagpt::launch::LocalCommunicator local;
-  mlagpt::trainer::TrainStep step(model, *optimizer, config, local);
+  mlagpt::trainer::FlatAdamW optimizer(mlagpt::trainer::adamw_parameters(model),
+                                       mlagpt::trainer::adamw_settings(config.optim), mlagpt::trainer::FlatOptions{},
+                                       local);
+  mlagpt::trainer::GradReducer reducer(optimizer, /*overlap=*/true);
+  mlagpt::trainer::TrainStep step(model, optimizer, reducer, config, local);
 
   const at::Tensor x = read_long_tensor(file, "/batches/x");  // [steps * accum, B, T]
   const at::Tensor y = read_long_tensor(file, "/batches/y");
@@ -62,10 +65,10 @@ TEST(TrainingParity, LossCurveMatchesPyTorchAdamW) {
   double worst_loss = 0;
   double worst_norm = 0;
   for (int64_t s = 0; s < config.run.max_steps; ++s) {
-    const auto result = step.run(s, [&] {
-      const int64_t i = micro++;
-      return mlagpt::trainer::MicroBatch{x[i], y[i]};
-    });
+    const auto result = mlagpt::trainer::read_step_reports({step.run(s, [&] {
+                          const int64_t i = micro++;
+                          return mlagpt::trainer::MicroBatch{x[i], y[i]};
+                        })}).front();
     const auto u = static_cast<size_t>(s);
     EXPECT_NEAR(result.learning_rate, lrs[u], 1e-12 * lrs[u]) << "step " << s;
     const double loss_error = std::abs(result.loss - losses[u]) / std::abs(losses[u]);
