@@ -11,6 +11,7 @@
 #include <ATen/ops/maximum.h>
 #include <ATen/ops/remainder.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/Storage.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -272,28 +273,33 @@ TEST_F(MpiCommunicatorTest, TestCompletesTheWorkAndWaitAfterwardsChangesNothing)
   EXPECT_TRUE(at::equal(u, at::full({2, 9}, -2.0, at::kBFloat16)));
 }
 
-TEST_F(MpiCommunicatorTest, AsyncWorkKeepsItsBuffersAliveAfterTheCallerDropsThem) {
-  // 12000 float32 (47 KiB) sit below glibc's mmap threshold, so a freed buffer is handed to the next allocation of
-  // that size: if the Work did not hold the buffers MPI writes into, the reduction would land in `fresh`.
-  const std::vector<int64_t> shape = {400, 30};
-  {
-    std::unique_ptr<mlagpt::launch::Work> work;
-    {
-      at::Tensor dropped = contribution(rank, shape, at::kFloat);
-      work = comm.all_reduce_async(dropped, ReduceOp::kSum);
-    }
-    const at::Tensor fresh = at::full(shape, -7.0, at::kFloat);
+TEST_F(MpiCommunicatorTest, AsyncWorkHoldsTheCallersTensorsUntilItCompletes) {
+  // The caller may drop its tensors while a collective is in flight: the Work keeps their storage alive, since MPI
+  // still reads and writes it, and lets go of it once the collective has completed.
+  using WeakStorage = c10::weak_intrusive_ptr<c10::StorageImpl>;
+  auto dropped_while_running = [&](const char* what, at::Tensor& input, at::Tensor& output, auto&& start) {
+    const WeakStorage weak_input = input.storage().getWeakStorageImpl();
+    const WeakStorage weak_output = output.storage().getWeakStorageImpl();
+    auto work = start();
+    input.reset();
+    output.reset();
+    EXPECT_FALSE(weak_input.expired()) << what << ": the input was freed while MPI may still use it";
+    EXPECT_FALSE(weak_output.expired()) << what << ": the output was freed while MPI may still use it";
     work->wait();
-    EXPECT_TRUE(at::equal(fresh, at::full(shape, -7.0, at::kFloat))) << "float32: MPI wrote into freed memory";
-  }
-  {
-    // bfloat16: the float32 copy MPI reduces is the Work's own, which the caller never sees.
-    at::Tensor kept = contribution(rank, shape, at::kBFloat16);
-    auto work = comm.all_reduce_async(kept, ReduceOp::kSum);
-    const at::Tensor fresh = at::full(shape, -7.0, at::kFloat);
-    work->wait();
-    EXPECT_TRUE(at::equal(fresh, at::full(shape, -7.0, at::kFloat))) << "bfloat16: MPI wrote into freed memory";
-    EXPECT_TRUE(at::equal(kept, reduced(size, shape, at::kBFloat16, ReduceOp::kSum)));
+    EXPECT_TRUE(weak_input.expired()) << what << ": the completed Work still holds the input";
+    EXPECT_TRUE(weak_output.expired()) << what << ": the completed Work still holds the output";
+  };
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    at::Tensor tensor = contribution(rank, {40, 3}, dtype);
+    at::Tensor same = tensor;
+    dropped_while_running("all_reduce", tensor, same, [&] { return comm.all_reduce_async(same, ReduceOp::kSum); });
+    at::Tensor input = contribution(rank, {size * 4, 9}, dtype);
+    at::Tensor output = at::zeros({4, 9}, dtype);
+    dropped_while_running("reduce_scatter", input, output,
+                          [&] { return comm.reduce_scatter_async(input, output, ReduceOp::kMax); });
+    at::Tensor part = contribution(rank, {4, 9}, dtype);
+    at::Tensor whole = at::zeros({size * 4, 9}, dtype);
+    dropped_while_running("all_gather", part, whole, [&] { return comm.all_gather_async(part, whole); });
   }
 }
 
