@@ -6,10 +6,13 @@
 //   (b) the compute alone: chunks of one [--matrix, --matrix] at::mm each (about 1 ms on one thread at 256), as many
 //       chunks as take about (a);
 //   (c) all_reduce_async, the compute with no MPI call at all, wait();
-//   (d) the same, with test() after every chunk.
+//   (d) the same, with test() after every chunk;
+//   (e) all_reduce_async and wait() at once: the non-blocking algorithm alone (libnbc's, not the tuned blocking
+//       one), so that (e + b - d) / e says how much of the async collective's own time (d) hides.
 // The hidden share of the communication is (a + b - x) / a for x = (c), (d): 1 when the all-reduce is entirely hidden
-// behind the compute, 0 when it runs after it. Each figure is the median over --repeats runs of the slowest rank's
-// time (after one untimed run of each); every rank uses one intra-op thread.
+// behind the compute, 0 when it runs after it. Each time is the slowest rank's; the four run in turn in each of
+// --repeats rounds (after an untimed one), and the medians over the rounds are reported (the hidden shares computed
+// per round). Every rank uses one intra-op thread.
 //
 // Run (the environment is tests/CMakeLists.txt's MLAGPT_MPI_TEST_ENV):
 //   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -53,21 +56,17 @@ double slowest(double seconds) {
   return seconds;
 }
 
-// The median over `repeats` of the slowest rank's time of `body`, after one untimed run; the ranks start together.
-double median_seconds(int repeats, const std::function<void()>& reset, const std::function<void()>& body) {
-  std::vector<double> times;
-  for (int i = 0; i <= repeats; ++i) {
-    reset();
-    MLAGPT_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    const auto start = Clock::now();
-    body();
-    const double seconds = slowest(std::chrono::duration<double>(Clock::now() - start).count());
-    if (i > 0) {
-      times.push_back(seconds);
-    }
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+// The slowest rank's time of one run of `body`; the ranks start together.
+double timed(const std::function<void()>& body) {
+  MLAGPT_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  const auto start = Clock::now();
+  body();
+  return slowest(std::chrono::duration<double>(Clock::now() - start).count());
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
 }
 
 int run(const BenchConfig& config, Communicator& comm) {
@@ -77,51 +76,93 @@ int run(const BenchConfig& config, Communicator& comm) {
   const at::Tensor a = at::randn({config.matrix, config.matrix}, at::kFloat);
   const at::Tensor b = at::randn({config.matrix, config.matrix}, at::kFloat);
   at::Tensor sink = at::mm(a, b);
-  auto reset = [&] { bucket.fill_(1.0F); };
   auto chunk = [&] { sink = at::mm(a, b); };
 
-  const double chunk_s = median_seconds(
-      config.repeats, [] {}, chunk);
-  const double blocking = median_seconds(config.repeats, reset, [&] { comm.all_reduce(bucket, ReduceOp::kSum); });
-  // Every rank runs the same number of chunks (the times above are already the slowest rank's).
-  const int chunks = std::max(1, static_cast<int>(std::lround(blocking / chunk_s)));
+  // Calibration: as many chunks as the blocking all-reduce takes (the times are the slowest rank's, so every rank
+  // runs the same number).
+  std::vector<double> chunk_times;
+  std::vector<double> blocking_times;
+  for (int i = 0; i < config.repeats; ++i) {
+    chunk_times.push_back(timed(chunk));
+    bucket.fill_(1.0F);
+    blocking_times.push_back(timed([&] { comm.all_reduce(bucket, ReduceOp::kSum); }));
+  }
+  const double chunk_s = median(chunk_times);
+  const int chunks = std::max(1, static_cast<int>(std::lround(median(blocking_times) / chunk_s)));
   auto compute = [&](const std::function<void()>& between) {
     for (int i = 0; i < chunks; ++i) {
       chunk();
       between();
     }
   };
-  const double alone = median_seconds(config.repeats, reset, [&] { compute([] {}); });
-  const double silent = median_seconds(config.repeats, reset, [&] {
-    auto work = comm.all_reduce_async(bucket, ReduceOp::kSum);
-    compute([] {});
-    work->wait();
-  });
-  const double testing = median_seconds(config.repeats, reset, [&] {
-    auto work = comm.all_reduce_async(bucket, ReduceOp::kSum);
-    compute([&] { work->test(); });
-    work->wait();
-  });
-  // The bucket holds the sum of `size` ones after every variant; check the last.
-  if (bucket[0].item<float>() != static_cast<float>(comm.size())) {
-    throw mlagpt::Error(fmt::format("the all-reduce gave {} instead of {}", bucket[0].item<float>(), comm.size()));
+
+  // The four variants run in turn in every round, so that a change of the machine's load between rounds affects
+  // them alike; the hidden shares are computed per round and their median reported.
+  enum { kBlocking, kCompute, kSilent, kTesting, kAsyncAlone, kVariants };
+  std::vector<std::vector<double>> times(kVariants);
+  std::vector<double> hidden_silent;
+  std::vector<double> hidden_testing;
+  std::vector<double> hidden_testing_of_async;
+  for (int round = 0; round <= config.repeats; ++round) {
+    double t[kVariants];
+    bucket.fill_(1.0F);
+    t[kBlocking] = timed([&] { comm.all_reduce(bucket, ReduceOp::kSum); });
+    t[kCompute] = timed([&] { compute([] {}); });
+    bucket.fill_(1.0F);
+    t[kSilent] = timed([&] {
+      auto work = comm.all_reduce_async(bucket, ReduceOp::kSum);
+      compute([] {});
+      work->wait();
+    });
+    bucket.fill_(1.0F);
+    t[kTesting] = timed([&] {
+      auto work = comm.all_reduce_async(bucket, ReduceOp::kSum);
+      compute([&] { work->test(); });
+      work->wait();
+    });
+    bucket.fill_(1.0F);
+    t[kAsyncAlone] = timed([&] { comm.all_reduce_async(bucket, ReduceOp::kSum)->wait(); });
+    if (bucket[0].item<float>() != static_cast<float>(comm.size())) {
+      throw mlagpt::Error(fmt::format("the all-reduce gave {} instead of {}", bucket[0].item<float>(), comm.size()));
+    }
+    if (round == 0) {
+      continue;  // untimed warm-up round
+    }
+    for (int v = 0; v < kVariants; ++v) {
+      times[v].push_back(t[v]);
+    }
+    hidden_silent.push_back((t[kBlocking] + t[kCompute] - t[kSilent]) / t[kBlocking]);
+    hidden_testing.push_back((t[kBlocking] + t[kCompute] - t[kTesting]) / t[kBlocking]);
+    hidden_testing_of_async.push_back((t[kAsyncAlone] + t[kCompute] - t[kTesting]) / t[kAsyncAlone]);
   }
 
-  auto hidden = [&](double overlapped) { return (blocking + alone - overlapped) / blocking; };
   if (comm.rank() == 0) {
-    fmt::print("mpi_overlap_bench: {} ranks, {:.1f} MB float32 bucket, {} chunks of a {}x{} mm ({:.3f} ms each)\n",
-               comm.size(), config.mb, chunks, config.matrix, config.matrix, chunk_s * 1e3);
+    const double blocking = median(times[kBlocking]);
+    const double alone = median(times[kCompute]);
+    const double silent = median(times[kSilent]);
+    const double testing = median(times[kTesting]);
+    const double async_alone = median(times[kAsyncAlone]);
+    auto range = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return fmt::format("[{:+.2f}, {:+.2f}]", v.front(), v.back());
+    };
+    fmt::print(
+        "mpi_overlap_bench: {} ranks, {:.1f} MB float32 bucket, {} chunks of a {}x{} mm ({:.3f} ms each), {} rounds\n",
+        comm.size(), config.mb, chunks, config.matrix, config.matrix, chunk_s * 1e3, config.repeats);
     fmt::print("  (a) blocking all_reduce          {:8.2f} ms\n", blocking * 1e3);
     fmt::print("  (b) compute alone                {:8.2f} ms\n", alone * 1e3);
-    fmt::print("  (c) async, no MPI call, wait     {:8.2f} ms   hidden share {:+.2f}\n", silent * 1e3, hidden(silent));
-    fmt::print("  (d) async, test() every chunk    {:8.2f} ms   hidden share {:+.2f}\n", testing * 1e3,
-               hidden(testing));
+    fmt::print("  (c) async, no MPI call, wait     {:8.2f} ms   hidden share {:+.2f} (rounds {})\n", silent * 1e3,
+               median(hidden_silent), range(hidden_silent));
+    fmt::print("  (d) async, test() every chunk    {:8.2f} ms   hidden share {:+.2f} (rounds {})\n", testing * 1e3,
+               median(hidden_testing), range(hidden_testing));
+    fmt::print("  (e) async alone, wait at once    {:8.2f} ms   (d) against (e) instead of (a): {:+.2f} (rounds {})\n",
+               async_alone * 1e3, median(hidden_testing_of_async), range(hidden_testing_of_async));
     fmt::print(
         "{{\"ranks\": {}, \"mb\": {}, \"chunks\": {}, \"chunk_ms\": {:.4f}, \"blocking_ms\": {:.3f}, "
         "\"compute_ms\": {:.3f}, \"async_silent_ms\": {:.3f}, \"async_test_ms\": {:.3f}, \"hidden_silent\": {:.3f}, "
-        "\"hidden_test\": {:.3f}}}\n",
+        "\"async_alone_ms\": {:.3f}, \"hidden_test\": {:.3f}, \"hidden_test_of_async\": {:.3f}}}\n",
         comm.size(), config.mb, chunks, chunk_s * 1e3, blocking * 1e3, alone * 1e3, silent * 1e3, testing * 1e3,
-        hidden(silent), hidden(testing));
+        median(hidden_silent), async_alone * 1e3, median(hidden_testing), median(hidden_testing_of_async));
   }
   return 0;
 }
