@@ -3,6 +3,11 @@
 // Owns a duplicate of the communicator it is given (so its traffic never mixes with anyone else's) with
 // MPI_ERRORS_RETURN set, so failures surface as mlagpt::MpiError. Half and bfloat16 tensors are reduced through a
 // float32 copy, since MPI has no such types. Not thread-safe: one thread calls the collectives.
+//
+// The *_async collectives are MPI's non-blocking ones (MPI_Iallreduce, MPI_Ireduce_scatter_block, MPI_Iallgather).
+// Open MPI progresses them only inside MPI calls, so a caller that computes meanwhile calls test() on its works
+// from time to time (tests/bench/mpi_overlap_bench.cpp measures how much that hides). A Work must be waited on,
+// tested to completion or destroyed before MPI_Finalize; destroying an unfinished one waits for it.
 #pragma once
 
 #include <mpi.h>
@@ -26,6 +31,10 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const at::Tensor& input, at::Tensor& output) override;
   void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
   void barrier() override;
+
+  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
+  std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

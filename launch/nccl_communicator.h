@@ -1,10 +1,16 @@
 // NcclCommunicator: the Communicator for CUDA tensors, over NCCL (built only with MLAGPT_WITH_CUDA).
 //
 // The NCCL unique id is created by rank 0 and broadcast over the MPI communicator given (or created locally for a
-// group of one). Collectives are enqueued on the current CUDA stream of the tensor's device, so they are ordered
-// with the kernels around them and do not block the host; barrier() synchronizes that stream.
+// group of one). Every NCCL call of a communicator runs on its own communication stream (a high-priority stream of
+// its device), so that all ranks see one communicator's collectives in one order on the GPU. A blocking collective
+// is ordered after the caller's current stream and the current stream after it (events; the host does not block).
+// An async one makes the comm stream wait for the current stream, enqueues the collective there, and returns a Work
+// whose wait() makes the then-current stream wait for it; test() asks whether it has finished. The tensors are
+// recorded on the comm stream for the caching allocator and held by the Work, so freeing them early is safe.
+// barrier() synchronizes the host with the comm stream. Tensors must be on the communicator's device.
 #pragma once
 
+#include <c10/core/Stream.h>
 #include <mpi.h>
 
 #include "launch/communicator.h"
@@ -27,6 +33,10 @@ class NcclCommunicator final : public Communicator {
   void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
   void barrier() override;
 
+  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
+  std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
+
   // Aborts outstanding NCCL work (for main()'s error path, where a peer may be gone).
   void abort();
 
@@ -35,6 +45,7 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;
+  c10::Stream comm_stream_;  // a c10::cuda::CUDAStream, kept generic so this header needs no CUDA headers
 };
 
 }  // namespace mlagpt::launch
