@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <atomic>
 #include <cmath>
 #include <csignal>
 
@@ -52,7 +53,13 @@ enum StatSlot : int64_t { kStatLoss = 0, kStatGradSquare = 1, kStatMissing = 2, 
 // The report made of them: [loss, grad norm, skipped, missing, one count per stop signal].
 enum ReportSlot : int64_t { kLoss = 0, kGradNorm = 1, kSkipped = 2, kMissing = 3, kSignals = 4 };
 
+std::atomic<int64_t> reads{0};
+
 }  // namespace
+
+int64_t step_report_reads() {
+  return reads.load();
+}
 
 const std::vector<int>& reported_stop_signals() {
   static const std::vector<int> signals = {SIGINT, SIGUSR1, SIGTERM};
@@ -64,6 +71,7 @@ std::vector<StepResult> read_step_reports(const std::vector<StepReport>& reports
   if (reports.empty()) {
     return results;
   }
+  ++reads;
   std::vector<at::Tensor> values;
   for (const StepReport& report : reports) {
     values.push_back(report.values);

@@ -54,6 +54,9 @@ struct StepResult {
 // parameters this rank missed.
 std::vector<StepResult> read_step_reports(const std::vector<StepReport>& reports);
 
+// How many times read_step_reports has run in this process (for tests that count host synchronizations).
+int64_t step_report_reads();
+
 // The signals a StepReport counts (the ones launch::StopSignals turns into a stop request).
 const std::vector<int>& reported_stop_signals();
 

@@ -17,10 +17,6 @@
 #include "model/accounting.h"
 #include "trainer/optimizer.h"
 
-#ifdef MLAGPT_WITH_CUDA
-#include "launch/nccl_communicator.h"
-#endif
-
 namespace mlagpt::trainer {
 namespace {
 
@@ -118,13 +114,15 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
                      : fmt::format(" intra-op threads per process ({} CPUs / {} process(es) on this node)", cpus,
                                    process.local_size));
   }
-#ifdef MLAGPT_WITH_CUDA
-  if (device_.is_cuda() && process.world_size > 1) {
-    data_parallel_ = std::make_unique<launch::NcclCommunicator>(MPI_COMM_WORLD, device_.index());
-  }
-#endif
-  if (!data_parallel_) {
-    data_parallel_ = runtime_.world_cpu_communicator();
+  mesh_ = std::make_unique<launch::ProcessMesh>(
+      runtime_, launch::MeshOptions{
+                    .tp = config_.parallel.tp, .tp_across_nodes = config_.parallel.tp_across_nodes, .device = device_});
+  data_parallel_ = &mesh_->dp();
+  if (mesh_->tp_size() > 1) {
+    // Every rank sees the same value, so every rank stops here.
+    throw ConfigError(fmt::format(
+        "parallel.tp = {}: the {} is built, but the model has no tensor-parallel layers yet; use parallel.tp = 1",
+        config_.parallel.tp, mesh_->describe()));
   }
   const bool vocab_from_dataset = config_.model.vocab_size == 0;
   dataset_ = open_dataset(config_.data.dir, config_.model);
@@ -148,8 +146,8 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   data::LoaderConfig train_data{.shards = dataset_.train_shards(),
                                 .batch_size = config_.data.batch_size,
                                 .seq_len = config_.seq_len(),
-                                .rank = process.rank,
-                                .world_size = process.world_size,
+                                .rank = mesh_->dp_rank(),
+                                .world_size = mesh_->dp_size(),
                                 .seed = static_cast<uint64_t>(config_.run.seed),
                                 .prefetch = config_.data.prefetch,
                                 .device = device_};
@@ -179,9 +177,9 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     fs::create_directories(config_.run.out_dir);
     std::ofstream(fs::path(config_.run.out_dir) / "config.json") << to_json(config_).dump(2) << '\n';
     spdlog::info("config: {}", to_json(config_).dump());
-    spdlog::info("model: {} parameters, {} attention, device {}, {} data-parallel rank(s), {} tokens per step",
+    spdlog::info("model: {} parameters, {} attention, device {}, {}, {} tokens per step",
                  model::count_parameters(config_.model).total, model::to_string(config_.model.attention), device_.str(),
-                 data_parallel_->size(),
+                 mesh_->describe(),
                  config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size());
     const FlatLayout& layout = optimizer_->layout();
     const double mib = 1 << 20;

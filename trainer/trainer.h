@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "launch/communicator.h"
+#include "launch/process_mesh.h"
 #include "launch/runtime.h"
 #include "launch/stop_signals.h"
 #include "model/gpt.h"
@@ -73,7 +74,8 @@ class Trainer {
 
   TrainConfig config_;
   const launch::Runtime& runtime_;
-  std::unique_ptr<launch::Communicator> data_parallel_;
+  std::unique_ptr<launch::ProcessMesh> mesh_;
+  launch::Communicator* data_parallel_ = nullptr;  // mesh_->dp()
   c10::Device device_;
   Dataset dataset_;
   std::shared_ptr<model::Gpt> model_;
