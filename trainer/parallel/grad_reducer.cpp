@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 #include "launch/error.h"
 
 namespace mlagpt::trainer {
@@ -107,12 +109,14 @@ std::vector<std::string> GradReducer::finish() {
     throw Error("GradReducer::finish: not armed (call arm() before the last backward of the step)");
   }
   armed_ = false;
+  const auto start_time = std::chrono::steady_clock::now();
   for (; next_ < static_cast<int>(pending_.size()); ++next_) {
     start(next_);
   }
   for (auto& work : works_) {
     work->wait();
   }
+  finish_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   std::vector<std::string> missing;
   for (size_t i = 0; i < arrived_.size(); ++i) {
     if (arrived_[i] == 0) {

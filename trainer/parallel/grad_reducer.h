@@ -44,6 +44,9 @@ class GradReducer {
 
   // Buckets whose reduction had started before backward ended, in the last step.
   int64_t started_during_backward() const { return started_in_backward_; }
+  // Host seconds the last finish() took: the communication left exposed after backward where the host waits for it
+  // (MPI); about 0 with NCCL, whose waits only order streams.
+  double last_finish_seconds() const { return finish_seconds_; }
 
  private:
   class Hook;
@@ -59,6 +62,7 @@ class GradReducer {
   std::vector<std::unique_ptr<launch::Work>> works_;  // per bucket, once started
   int next_ = 0;                                      // the next bucket to start
   int64_t started_in_backward_ = 0;
+  double finish_seconds_ = 0;
   std::vector<const void*> grad_data_;  // where each parameter's gradient must stay
 };
 
