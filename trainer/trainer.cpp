@@ -3,12 +3,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/full.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/hash.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 
@@ -16,6 +18,7 @@
 #include "launch/error.h"
 #include "model/accounting.h"
 #include "trainer/optimizer.h"
+#include "trainer/parallel/flat_adamw.h"
 
 #ifdef MLAGPT_WITH_CUDA
 #include "launch/nccl_communicator.h"
@@ -45,6 +48,52 @@ std::string human_count(double value) {
     return fmt::format("{:.1f}k", value / 1e3);
   }
   return fmt::format("{:.0f}", value);
+}
+
+// A bridge until TrainStep steps a FlatAdamW: the Checkpointer saves and loads a FlatAdamW, so one is built over
+// the model's parameters for each save and load (replicated; as many shards as data-parallel ranks), with torch
+// AdamW's moments and step copied into it before a save and out of it after a load.
+std::unique_ptr<FlatAdamW> checkpoint_optimizer(model::Gpt& model, const TrainConfig& config,
+                                                launch::Communicator& comm) {
+  std::vector<NamedParameter> parameters;
+  for (const auto& item : model.named_parameters()) {
+    parameters.push_back({item.key(), item.value(), decays(item.key(), item.value())});
+  }
+  auto flat = std::make_unique<FlatAdamW>(
+      std::move(parameters),
+      AdamWSettings{config.optim.beta1, config.optim.beta2, config.optim.eps, config.optim.weight_decay},
+      FlatOptions{.bucket_bytes = static_cast<int64_t>(config.parallel.bucket_mb * (1 << 20)), .zero = false}, comm);
+  for (at::Tensor& parameter : model.parameters()) {
+    parameter.mutable_grad().reset();  // views of the flat buffer, which torch AdamW's zero_grad cannot detach
+  }
+  return flat;
+}
+
+void copy_state(torch::optim::AdamW& from, FlatAdamW& to) {
+  const c10::NoGradGuard no_grad;
+  int64_t steps = 0;
+  for (StateSlice& slice : to.held_slices()) {
+    const auto it = from.state().find(to.parameters()[static_cast<size_t>(slice.param)].tensor.unsafeGetTensorImpl());
+    if (it == from.state().end()) {
+      continue;
+    }
+    const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    slice.exp_avg.copy_(adam.exp_avg().reshape({-1}).narrow(0, slice.begin, slice.end - slice.begin));
+    slice.exp_avg_sq.copy_(adam.exp_avg_sq().reshape({-1}).narrow(0, slice.begin, slice.end - slice.begin));
+    steps = std::max(steps, adam.step());
+  }
+  to.set_step_count(steps);
+}
+
+void copy_state(FlatAdamW& from, torch::optim::AdamW& to) {
+  for (const StateSlice& slice : from.held_slices()) {
+    const at::Tensor& parameter = from.parameters()[static_cast<size_t>(slice.param)].tensor;
+    auto adam = std::make_unique<torch::optim::AdamWParamState>();
+    adam->step(from.step_count());
+    adam->exp_avg(slice.exp_avg.view(parameter.sizes()).clone());
+    adam->exp_avg_sq(slice.exp_avg_sq.view(parameter.sizes()).clone());
+    to.state()[parameter.unsafeGetTensorImpl()] = std::move(adam);
+  }
 }
 
 }  // namespace
@@ -193,8 +242,11 @@ void Trainer::resume_from(const std::string& resume) {
     }
     return;
   }
-  const std::optional<TrainingState> resumed =
-      checkpointer_->resume(resume, *model_, *optimizer_, config_, dataset_.identity());
+  const auto flat = checkpoint_optimizer(*model_, config_, *data_parallel_);
+  const std::optional<TrainingState> resumed = checkpointer_->resume(resume, *flat, config_, dataset_.identity());
+  if (resumed) {
+    copy_state(*flat, *optimizer_);
+  }
   if (!resumed) {
     spdlog::info("[ckpt] no complete checkpoint in {}: starting from scratch", config_.checkpoint_dir().string());
     return;
@@ -332,7 +384,9 @@ void Trainer::evaluate() {
 }
 
 void Trainer::save_checkpoint() {
-  checkpointer_->save(state_, *model_, *optimizer_, config_, dataset_.identity());
+  const auto flat = checkpoint_optimizer(*model_, config_, *data_parallel_);
+  copy_state(*optimizer_, *flat);
+  checkpointer_->save(state_, *flat, config_, dataset_.identity());
 }
 
 }  // namespace mlagpt::trainer
