@@ -1,11 +1,13 @@
-// Damaged checkpoints and how they are refused. One small run (checkpoints of steps 2 and 4) is trained once; each
-// test damages a copy of it: a truncated rank file, a metadata.json cut in half or not JSON, one flipped byte inside
+// Damaged checkpoints and how they are refused. One small run (checkpoints of steps 2 and 4, format 3, written by one
+// rank: one piece per tensor) is trained once; each test damages a copy of it: a truncated rank file, a
+// metadata.json cut in half, not JSON, or with a piece table that leaves part of a tensor out, one flipped byte inside
 // a parameter, an optimizer moment or the RNG state (found with H5Dget_offset, so that tensor bytes change, not
 // HDF5's headers), a dataset of another tokenizer, a `latest` naming a missing or incomplete step, a save that fails.
 // Each must be a clear error naming the file with nothing restored, or under `--resume auto` a warning naming the
 // file and a resume from the checkpoint before it; never a crash or a silent fresh start. Also: rotation (`keep`),
-// `latest`, eval's fallback, and version 1 checkpoints (no checksums) still loading. Tests use the Checkpointer API
-// and the real `mlagpt` executable.
+// `latest`, eval's fallback, the bytes save and load report, and checkpoints of versions 2 (one file, whole tensors)
+// and 1 (no checksums) still loading the same state. Tests use the Checkpointer API over a FlatAdamW on one rank
+// and the real `mlagpt` executable; tests/trainer/checkpointer_mpi_test.cpp covers several ranks and resharding.
 #include "trainer/checkpointer.h"
 
 #include <ATen/ops/equal.h>
