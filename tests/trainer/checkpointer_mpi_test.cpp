@@ -2,11 +2,12 @@
 // enough that parameters straddle shard boundaries, after a few real optimizer steps (gradients reduce-scattered
 // into each rank's shards, as the GradReducer does). The checkpoint loads into fresh models and optimizers on 1 rank
 // (rank 0 alone, the others waiting), 2 ranks (the world split into {0, 1} and {2, 3}, both loading at once) and 4
-// ranks, each with and without ZeRO-1 and with buckets of the saved size and of another, and every parameter, every
-// moment each rank holds and the step count equal what was saved, bitwise. Each rank's file holds about a quarter of
-// the model and all of them every element once. A corrupted piece that only one rank reads is a DataError on every
-// rank, a missing rank file an IoError naming it on every rank, and a save whose write fails on one rank an IoError
-// naming that rank's file on every rank, leaving nothing behind; none of them leaves a rank waiting.
+// ranks, each with and without ZeRO-1 (on 4 ranks also with buckets of another size), and every parameter, every
+// moment each rank holds and the step count equal what was saved, bitwise; what one rank saves of it loads back on 4.
+// Each rank's file holds about a quarter of the model and all of them every element once. A corrupted piece that only
+// one rank reads is a DataError on every rank, a missing rank file an IoError naming it on every rank, and a save whose
+// write fails on one rank an IoError naming that rank's file on every rank, leaving nothing behind; none of them leaves
+// a rank waiting.
 #include "trainer/checkpointer.h"
 
 #include <ATen/ops/arange.h>
@@ -362,23 +363,50 @@ TEST_F(ShardedCheckpoint, LoadsOnTwoRanksWithAndWithoutZero) {
 }
 
 TEST_F(ShardedCheckpoint, LoadsOnOneRankWithAndWithoutZero) {
+  // Rank 0 alone; an exception must not keep it from the barrier the others wait at.
   if (world_->rank() == 0) {
-    LocalCommunicator local;
-    for (const bool zero : {false, true}) {
-      Replica fresh(7, zero, kBucketBytes, local);
-      Checkpointer(*root_ / "run", 10, local).load(checkpoint(), *fresh.optimizer, train_config(), kDataset);
-      expect_loaded(fresh, *expected_, fmt::format("1 rank, zero {}", zero));
-    }
-    // What eval and sample do: the weights alone, every piece of them.
-    at::manual_seed(11);
-    mlagpt::model::Gpt model(train_config().model);
-    Checkpointer::load_weights(checkpoint(), model);
-    size_t i = 0;
-    for (const auto& item : model.named_parameters()) {
-      EXPECT_TRUE(at::equal(item.value().detach().reshape({-1}), expected_->params[i++])) << item.key();
+    try {
+      LocalCommunicator local;
+      for (const bool zero : {false, true}) {
+        Replica fresh(7, zero, kBucketBytes, local);
+        Checkpointer(*root_ / "run", 10, local).load(checkpoint(), *fresh.optimizer, train_config(), kDataset);
+        expect_loaded(fresh, *expected_, fmt::format("1 rank, zero {}", zero));
+      }
+      // What eval and sample do: the weights alone, every piece of them.
+      at::manual_seed(11);
+      mlagpt::model::Gpt model(train_config().model);
+      Checkpointer::load_weights(checkpoint(), model);
+      size_t i = 0;
+      for (const auto& item : model.named_parameters()) {
+        EXPECT_TRUE(at::equal(item.value().detach().reshape({-1}), expected_->params[i++])) << item.key();
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
     }
   }
   world_->barrier();
+}
+
+// 4 ranks -> 1 -> 4: what one process saves of the loaded state (one file, one piece per tensor) loads back onto 4
+// ranks with ZeRO-1, where each rank reads its ranges out of those whole pieces.
+TEST_F(ShardedCheckpoint, ACheckpointOfOneRankLoadsOnFourWithZero) {
+  const fs::path dir = *root_ / "one_rank";
+  if (world_->rank() == 0) {
+    try {
+      LocalCommunicator local;
+      Replica one(7, /*zero=*/false, kBucketBytes, local);
+      Checkpointer checkpointer(dir, 10, local);
+      const auto state = checkpointer.load(checkpoint(), *one.optimizer, train_config(), kDataset);
+      checkpointer.save(state, *one.optimizer, train_config(), kDataset);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  world_->barrier();
+  Replica fresh(9, /*zero=*/true, kBucketBytes, *world_);
+  const auto state = Checkpointer(dir, 10, *world_).resume("auto", *fresh.optimizer, train_config(), kDataset);
+  EXPECT_TRUE(state.has_value() && state->step == kSteps);
+  expect_loaded(fresh, *expected_, "saved by 1 rank, loaded on 4 with zero");
 }
 
 // The piece is one that rank 2 alone reads (its shard, with the layout that wrote it): the others must learn of it.
