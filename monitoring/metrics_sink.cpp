@@ -40,6 +40,17 @@ void JsonlSink::record(const EvalMetrics& m) {
        << std::flush;
 }
 
+void JsonlSink::record(const CheckpointMetrics& m) {
+  out_ << nlohmann::json{{"kind", m.save ? "checkpoint_save" : "checkpoint_load"},
+                         {"step", m.step},
+                         {"seconds", m.seconds},
+                         {"bytes", m.bytes},
+                         {"bytes_all_ranks", m.bytes_all_ranks}}
+              .dump()
+       << '\n'
+       << std::flush;
+}
+
 namespace {
 
 prometheus::Gauge* gauge(prometheus::Registry& registry, const std::string& name, const std::string& help,
@@ -67,6 +78,19 @@ PrometheusSink::PrometheusSink(prometheus::Registry& registry, int rank_number) 
   steps_ = counter(registry, "mlagpt_steps_total", "Optimizer steps taken by this process", rank);
   skipped_ = gauge(registry, "mlagpt_skipped_steps", "Steps skipped for a non-finite loss or gradient", rank);
   eval_loss_ = gauge(registry, "mlagpt_eval_loss", "Validation loss of the last evaluation", rank);
+  checkpoint_save_seconds_ =
+      gauge(registry, "mlagpt_checkpoint_save_seconds", "Wall time of the last checkpoint save", rank);
+  checkpoint_load_seconds_ =
+      gauge(registry, "mlagpt_checkpoint_load_seconds", "Wall time of the last checkpoint load", rank);
+  checkpoint_written_bytes_ =
+      counter(registry, "mlagpt_checkpoint_written_bytes_total", "Checkpoint bytes this rank wrote", rank);
+  checkpoint_read_bytes_ =
+      counter(registry, "mlagpt_checkpoint_read_bytes_total", "Checkpoint bytes this rank read", rank);
+}
+
+void PrometheusSink::record(const CheckpointMetrics& m) {
+  (m.save ? checkpoint_save_seconds_ : checkpoint_load_seconds_)->Set(m.seconds);
+  (m.save ? checkpoint_written_bytes_ : checkpoint_read_bytes_)->Increment(static_cast<double>(m.bytes));
 }
 
 void PrometheusSink::record(const StepMetrics& m) {
@@ -95,6 +119,12 @@ void MetricsFanout::record(const StepMetrics& metrics) {
 }
 
 void MetricsFanout::record(const EvalMetrics& metrics) {
+  for (auto& sink : sinks_) {
+    sink->record(metrics);
+  }
+}
+
+void MetricsFanout::record(const CheckpointMetrics& metrics) {
   for (auto& sink : sinks_) {
     sink->record(metrics);
   }

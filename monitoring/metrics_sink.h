@@ -37,11 +37,21 @@ struct EvalMetrics {
   double perplexity = 0;
 };
 
+// A checkpoint written or loaded by this rank.
+struct CheckpointMetrics {
+  int64_t step = 0;
+  bool save = true;  // false: a load
+  double seconds = 0;
+  int64_t bytes = 0;            // written or read by this rank
+  int64_t bytes_all_ranks = 0;  // written by all ranks (saves)
+};
+
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
   virtual void record(const StepMetrics& metrics) = 0;
   virtual void record(const EvalMetrics& metrics) = 0;
+  virtual void record(const CheckpointMetrics& metrics) = 0;
 };
 
 class JsonlSink final : public MetricsSink {
@@ -50,6 +60,7 @@ class JsonlSink final : public MetricsSink {
   explicit JsonlSink(const std::filesystem::path& path);
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
+  void record(const CheckpointMetrics& metrics) override;
 
  private:
   std::filesystem::path path_;
@@ -61,6 +72,7 @@ class PrometheusSink final : public MetricsSink {
   PrometheusSink(prometheus::Registry& registry, int rank);
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
+  void record(const CheckpointMetrics& metrics) override;
 
  private:
   prometheus::Gauge* step_;
@@ -74,6 +86,10 @@ class PrometheusSink final : public MetricsSink {
   prometheus::Counter* steps_;
   prometheus::Gauge* skipped_;
   prometheus::Gauge* eval_loss_;
+  prometheus::Gauge* checkpoint_save_seconds_;
+  prometheus::Gauge* checkpoint_load_seconds_;
+  prometheus::Counter* checkpoint_written_bytes_;
+  prometheus::Counter* checkpoint_read_bytes_;
 };
 
 // Forwards every record to each of several sinks.
@@ -82,6 +98,7 @@ class MetricsFanout final : public MetricsSink {
   void add(std::unique_ptr<MetricsSink> sink) { sinks_.push_back(std::move(sink)); }
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
+  void record(const CheckpointMetrics& metrics) override;
 
  private:
   std::vector<std::unique_ptr<MetricsSink>> sinks_;

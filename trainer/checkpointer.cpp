@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
 #include <fmt/format.h>
@@ -12,10 +13,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <exception>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <regex>
 
 #include "data/file_io.h"
@@ -27,12 +32,14 @@ namespace mlagpt::trainer {
 namespace {
 
 namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
 
 constexpr const char* kMetadata = "metadata.json";
 constexpr const char* kFormat = "mlagpt.checkpoint";
-// 2: metadata.json records the SHA-256 of every tensor (RNG states included) and every optimizer step count.
-// Version 1 checkpoints still load, unverified, with a warning.
-constexpr int64_t kVersion = 2;
+// 3: every data-parallel rank writes its shard of the flat buffers as pieces; one optimizer step count.
+// 2: rank 0 wrote every tensor whole, with the SHA-256 of each and every parameter's optimizer step count.
+// 1: as 2 without checksums; loads unverified, with a warning.
+constexpr int64_t kVersion = 3;
 constexpr int64_t kUnverifiedVersion = 1;
 
 std::string step_name(int64_t step) {
@@ -45,6 +52,9 @@ bool is_step_name(const std::string& name) {
   static const std::regex pattern("step_[0-9]{8}");
   return std::regex_match(name, pattern);
 }
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 std::string sha256_of(const at::Tensor& contiguous) {
   data::Sha256 hash;
@@ -52,27 +62,141 @@ std::string sha256_of(const at::Tensor& contiguous) {
   return data::to_hex(hash.finish());
 }
 
-// Writes a float32 (or, for RNG states, uint8) tensor and returns the SHA-256 of the bytes written.
-std::string write_tensor(data::h5::File& file, const std::string& name, const at::Tensor& tensor) {
-  const bool bytes = tensor.scalar_type() == at::kByte;
-  const at::Tensor t = bytes ? tensor.contiguous() : tensor.detach().to(at::kCPU, at::kFloat).contiguous();
-  const std::vector<uint64_t> shape(t.sizes().begin(), t.sizes().end());
-  const std::vector<uint64_t> origin(shape.size(), 0);
-  auto dataset = bytes ? file.create_dataset<uint8_t>(name, shape) : file.create_dataset<float>(name, shape);
-  if (bytes) {
-    dataset.write(std::span<const uint8_t>(t.const_data_ptr<uint8_t>(), static_cast<size_t>(t.numel())), origin, shape);
-  } else {
-    dataset.write(std::span<const float>(t.const_data_ptr<float>(), static_cast<size_t>(t.numel())), origin, shape);
-  }
-  dataset.flush();  // or a failure to write what HDF5 buffers for it would go unreported when it closes
-  return sha256_of(t);
+// ---- Agreement between the ranks -------------------------------------------------------------------------------
+
+// Where `comm`'s collectives take their tensors: the model's device for NCCL, the CPU otherwise.
+c10::Device collective_device(const launch::Communicator& comm, const c10::Device& model_device) {
+  return comm.backend() == "nccl" ? model_device : c10::Device(c10::kCPU);
 }
 
-// What metadata.json says, parsed and type-checked once.
+// Every rank's `text`, the same vector on every rank: an all_gather of the lengths, then (when any is non-empty)
+// one of the bytes, padded to the longest. How the ranks agree on an outcome (every rank's error, "" for none) and
+// how rank 0 gets the piece tables.
+std::vector<std::string> all_gather_strings(launch::Communicator& comm, const std::string& text,
+                                            const c10::Device& device) {
+  const int ranks = comm.size();
+  if (ranks == 1) {
+    return {text};
+  }
+  const at::TensorOptions on = at::TensorOptions().device(device);
+  const at::Tensor length = at::full({1}, static_cast<int64_t>(text.size()), on.dtype(at::kLong));
+  at::Tensor lengths = at::empty({ranks}, on.dtype(at::kLong));
+  comm.all_gather(length, lengths);
+  const at::Tensor sizes = lengths.cpu();
+  const int64_t* n = sizes.const_data_ptr<int64_t>();
+  const int64_t longest = *std::max_element(n, n + ranks);
+  std::vector<std::string> texts(static_cast<size_t>(ranks));
+  if (longest == 0) {
+    return texts;
+  }
+  at::Tensor mine = at::zeros({longest}, at::kByte);
+  std::memcpy(mine.data_ptr(), text.data(), text.size());
+  mine = mine.to(device);
+  at::Tensor all = at::empty({ranks * longest}, on.dtype(at::kByte));
+  comm.all_gather(mine, all);
+  const at::Tensor bytes = all.cpu();
+  const char* data = static_cast<const char*>(bytes.const_data_ptr());
+  for (int r = 0; r < ranks; ++r) {
+    texts[static_cast<size_t>(r)].assign(data + static_cast<ptrdiff_t>(r * longest), static_cast<size_t>(n[r]));
+  }
+  return texts;
+}
+
+// Throws IoError on every rank when any rank's `error` is not empty: this rank's own, or the first failed rank's.
+void agree_or_throw(launch::Communicator& comm, const std::string& error, const c10::Device& device,
+                    const std::string& what) {
+  const std::vector<std::string> errors = all_gather_strings(comm, error, device);
+  if (!error.empty()) {
+    throw IoError(error);
+  }
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r].empty()) {
+      throw IoError(fmt::format("[ckpt] {}: rank {} failed: {}", what, r, errors[r]));
+    }
+  }
+}
+
+void check_mesh(const launch::Communicator& comm, FlatAdamW& optimizer) {
+  if (optimizer.comm().size() != comm.size() || optimizer.comm().rank() != comm.rank() ||
+      optimizer.layout().shards != comm.size()) {
+    throw Error(fmt::format(
+        "Checkpointer: the optimizer's data-parallel group (rank {} of {}, {} shards) is not the checkpointer's "
+        "(rank {} of {})",
+        optimizer.comm().rank(), optimizer.comm().size(), optimizer.layout().shards, comm.rank(), comm.size()));
+  }
+}
+
+// ---- Writing ---------------------------------------------------------------------------------------------------
+
+// Writes a 1-D float32 (or, for RNG states, uint8) piece and returns its entry of the piece table.
+nlohmann::json write_piece(data::h5::File& file, const std::string& tensor, const std::string& dataset_name,
+                           const at::Tensor& data, int64_t begin, const std::string& file_name) {
+  const bool bytes = data.scalar_type() == at::kByte;
+  const at::Tensor t = (bytes ? data.cpu() : data.detach().to(at::kCPU, at::kFloat)).contiguous().reshape({-1});
+  const std::vector<uint64_t> shape{static_cast<uint64_t>(t.numel())};
+  auto dataset =
+      bytes ? file.create_dataset<uint8_t>(dataset_name, shape) : file.create_dataset<float>(dataset_name, shape);
+  if (bytes) {
+    dataset.write(std::span<const uint8_t>(t.const_data_ptr<uint8_t>(), shape[0]), {0}, shape);
+  } else {
+    dataset.write(std::span<const float>(t.const_data_ptr<float>(), shape[0]), {0}, shape);
+  }
+  dataset.flush();  // or a failure to write what HDF5 buffers for it would go unreported when it closes
+  return {{"tensor", tensor},         {"file", file_name},       {"begin", begin},
+          {"end", begin + t.numel()}, {"dataset", dataset_name}, {"sha256", sha256_of(t)}};
+}
+
+// This rank's share of the checkpoint: its shard of every bucket (parameter values and both moments); rank 0 adds
+// the generators' states. The Trainer reseeds the generators before every step (dropout's masks derive from the
+// seed, the rank and the step), so its steps do not depend on these; they restore the generators as they were for
+// anything drawn between steps.
+nlohmann::json write_rank_file(data::h5::File& file, FlatAdamW& optimizer, const std::string& file_name, int rank) {
+  nlohmann::json pieces = nlohmann::json::array();
+  const FlatLayout& layout = optimizer.layout();
+  for (const StateSlice& slice : optimizer.written_slices()) {
+    const std::string& name = layout.params[static_cast<size_t>(slice.param)].name;
+    const std::string at = fmt::format("{}/{}", name, slice.begin);
+    pieces.push_back(write_piece(file, "params/" + name, "/params/" + at, slice.value, slice.begin, file_name));
+    pieces.push_back(write_piece(file, "optim/" + name + "/exp_avg", "/optim/" + at + "/exp_avg", slice.exp_avg,
+                                 slice.begin, file_name));
+    pieces.push_back(write_piece(file, "optim/" + name + "/exp_avg_sq", "/optim/" + at + "/exp_avg_sq",
+                                 slice.exp_avg_sq, slice.begin, file_name));
+  }
+  if (rank == 0) {
+    const c10::Device device = optimizer.parameters().front().tensor.device();
+    const auto write = [&](at::Generator generator, const std::string& name) {
+      const std::lock_guard<std::mutex> lock(generator.mutex());
+      const at::Tensor state = generator.get_state();
+      nlohmann::json piece = write_piece(file, name, "/" + name, state, 0, file_name);
+      piece["shape"] = state.sizes().vec();
+      piece["dtype"] = "uint8";
+      pieces.push_back(std::move(piece));
+    };
+    write(at::detail::getDefaultCPUGenerator(), "rng/cpu");
+    if (device.is_cuda()) {
+      write(at::globalContext().defaultGenerator(device), "rng/cuda");
+    }
+  }
+  file.flush();  // closing would flush too, but could not report a failure (a full disk)
+  return pieces;
+}
+
+// ---- metadata.json ---------------------------------------------------------------------------------------------
+
+// One stored piece of a tensor: elements [begin, end) of it flattened, in dataset `dataset` of `file`.
+struct Piece {
+  std::string file;
+  int64_t begin = 0;
+  int64_t end = 0;
+  std::string dataset;
+  std::string sha256;          // empty: unverified (version 1)
+  std::vector<int64_t> shape;  // the dataset's: [end - begin], or the tensor's (versions 1, 2); empty: any
+};
 struct TensorRecord {
   std::vector<int64_t> shape;
-  std::string file;
-  std::string sha256;  // empty in a version 1 checkpoint
+  std::string dtype;
+  std::vector<Piece> pieces;  // by begin, covering [0, numel) once
+  int64_t numel() const { return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()); }
 };
 struct Metadata {
   std::string path;
@@ -80,9 +204,35 @@ struct Metadata {
   TrainingState state;
   DatasetIdentity dataset;
   nlohmann::json config;
-  std::map<std::string, TensorRecord> tensors;  // "params/wte.weight", "optim/wte.weight/exp_avg", "rng/cpu"
-  std::map<std::string, int64_t> optimizer_steps;
+  std::map<std::string, TensorRecord> tensors;     // "params/wte.weight", "optim/wte.weight/exp_avg", "rng/cpu"
+  int64_t optimizer_step = 0;                      // version 3
+  std::map<std::string, int64_t> optimizer_steps;  // version 2: per parameter
 };
+
+// Throws IoError naming `path` unless the pieces of `name`, sorted, cover [0, numel) exactly once, each in a file
+// of the checkpoint's directory.
+void check_coverage(const std::string& path, const std::string& name, TensorRecord& record) {
+  std::sort(record.pieces.begin(), record.pieces.end(),
+            [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
+  int64_t next = 0;
+  bool covered = true;
+  for (const Piece& piece : record.pieces) {
+    if (piece.file.empty() || fs::path(piece.file).filename().string() != piece.file) {
+      throw IoError(fmt::format("[ckpt] {}: tensor {} has a piece in \"{}\", not a file of the checkpoint", path, name,
+                                piece.file));
+    }
+    covered = covered && piece.begin == next && piece.end > piece.begin;
+    next = piece.end;
+  }
+  if (!covered || next != record.numel()) {
+    std::vector<std::string> ranges;
+    for (const Piece& piece : record.pieces) {
+      ranges.push_back(fmt::format("[{}, {})", piece.begin, piece.end));
+    }
+    throw IoError(fmt::format("[ckpt] {}: the pieces of tensor {} ({}) do not cover its {} elements once", path, name,
+                              fmt::join(ranges, " "), record.numel()));
+  }
+}
 
 Metadata read_metadata(const fs::path& step_dir) {
   Metadata metadata;
@@ -108,73 +258,45 @@ Metadata read_metadata(const fs::path& step_dir) {
     for (const auto& [name, record] : json.at("tensors").items()) {
       TensorRecord& stored = metadata.tensors[name];
       stored.shape = record.at("shape").get<std::vector<int64_t>>();
-      stored.file = record.at("file").get<std::string>();
-      if (metadata.version >= 2) {
-        stored.sha256 = record.at("sha256").get<std::string>();
+      stored.dtype = record.value("dtype", name.starts_with("rng/") ? "uint8" : "float32");
+      if (stored.dtype != "float32" && stored.dtype != "uint8") {
+        throw IoError(
+            fmt::format("[ckpt] {}: tensor {} has dtype {}, not float32 or uint8", metadata.path, name, stored.dtype));
       }
+      if (metadata.version >= 3) {
+        for (const auto& piece : record.at("pieces")) {
+          const int64_t begin = piece.at("begin").get<int64_t>();
+          const int64_t end = piece.at("end").get<int64_t>();
+          stored.pieces.push_back({piece.at("file").get<std::string>(),
+                                   begin,
+                                   end,
+                                   piece.at("dataset").get<std::string>(),
+                                   piece.at("sha256").get<std::string>(),
+                                   {end - begin}});
+        }
+      } else {
+        // Versions 1 and 2: the tensor whole, in the dataset of its name.
+        stored.pieces.push_back({record.at("file").get<std::string>(), 0, stored.numel(), "/" + name,
+                                 metadata.version >= 2 ? record.at("sha256").get<std::string>() : "", stored.shape});
+      }
+      check_coverage(metadata.path, name, stored);
     }
-    if (metadata.version >= 2) {
+    if (metadata.version >= 3) {
+      metadata.optimizer_step = json.at("optimizer").at("step_count").get<int64_t>();
+    } else if (metadata.version == 2) {
       metadata.optimizer_steps = json.at("optimizer_steps").get<std::map<std::string, int64_t>>();
     }
   } catch (const nlohmann::json::exception& e) {
     throw IoError(fmt::format("[ckpt] {}: unreadable: {}", metadata.path, e.what()));
   }
-  if (metadata.version < kVersion) {
+  if (metadata.version < 2) {
     spdlog::warn("[ckpt] {}: format version {} has no checksums: its tensors are not verified", metadata.path,
                  metadata.version);
   }
   return metadata;
 }
 
-// Reads dataset `name` ("/params/wte.weight") of `file` into a new CPU tensor after checking it against
-// `metadata`: recorded, of the recorded shape and of the expected type; then the SHA-256 of its bytes must be the
-// recorded one. Throws IoError / DataError naming the file and the tensor.
-at::Tensor read_verified(const data::h5::File& file, const Metadata& metadata, const std::string& name,
-                         at::ScalarType dtype) {
-  const std::string key = name.substr(1);
-  const auto record = metadata.tensors.find(key);
-  const bool verified = metadata.version >= 2;
-  if (verified && record == metadata.tensors.end()) {
-    throw IoError(fmt::format("[ckpt] {}: records no tensor {}", metadata.path, key));
-  }
-  if (verified && record->second.file != fs::path(file.path()).filename()) {
-    throw IoError(fmt::format("[ckpt] {}: records tensor {} in {}, not in {}", metadata.path, key, record->second.file,
-                              file.path()));
-  }
-  if (!file.exists(name)) {
-    throw IoError(fmt::format("[ckpt] {}: tensor {} is missing", file.path(), name));
-  }
-  try {
-    const auto dataset = file.open_dataset(name);
-    const std::vector<uint64_t> dims = dataset.shape();
-    const std::vector<int64_t> shape(dims.begin(), dims.end());
-    if (verified && shape != record->second.shape) {
-      throw IoError(fmt::format("[ckpt] {}: tensor {} has shape [{}], {} records [{}]", file.path(), name,
-                                fmt::join(shape, ", "), metadata.path, fmt::join(record->second.shape, ", ")));
-    }
-    const bool bytes = dtype == at::kByte;
-    if (dataset.type_class() != (bytes ? H5T_INTEGER : H5T_FLOAT) || dataset.element_bytes() != (bytes ? 1 : 4)) {
-      throw IoError(fmt::format("[ckpt] {}: tensor {} is not {}", file.path(), name, bytes ? "uint8" : "float32"));
-    }
-    at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
-    const std::vector<uint64_t> origin(dims.size(), 0);
-    if (bytes) {
-      dataset.read(std::span<uint8_t>(tensor.data_ptr<uint8_t>(), static_cast<size_t>(tensor.numel())), origin, dims);
-    } else {
-      dataset.read(std::span<float>(tensor.data_ptr<float>(), static_cast<size_t>(tensor.numel())), origin, dims);
-    }
-    if (verified) {
-      const std::string digest = sha256_of(tensor);
-      if (digest != record->second.sha256) {
-        throw DataError(fmt::format("[ckpt] {}: tensor {} is corrupt: its bytes have SHA-256 {}, {} records {}",
-                                    file.path(), name, digest, metadata.path, record->second.sha256));
-      }
-    }
-    return tensor;
-  } catch (const Hdf5Error& e) {
-    throw IoError(fmt::format("[ckpt] {}: cannot read tensor {}: {}", file.path(), name, e.what()));
-  }
-}
+// ---- Reading ---------------------------------------------------------------------------------------------------
 
 data::h5::File open_rank_file(const fs::path& path) {
   try {
@@ -186,93 +308,214 @@ data::h5::File open_rank_file(const fs::path& path) {
   }
 }
 
-// Everything a checkpoint restores, read and verified before any of it is.
-struct AdamState {
-  at::Tensor exp_avg;
-  at::Tensor exp_avg_sq;
-  int64_t step = 0;
-};
-struct StoredTensors {
-  std::map<std::string, at::Tensor> params;
-  std::map<std::string, AdamState> optimizer;
-  std::map<std::string, at::Tensor> rng;  // "/rng/cpu", "/rng/cuda"
+// Reads and verifies pieces of one checkpoint, opening each rank file the first time a piece of it is needed, and
+// counts the bytes it reads.
+class PieceReader {
+ public:
+  PieceReader(fs::path dir, const Metadata& metadata) : dir_(std::move(dir)), metadata_(metadata) {}
+
+  const data::h5::File& file(const std::string& name) {
+    auto found = files_.find(name);
+    if (found == files_.end()) {
+      found = files_.emplace(name, open_rank_file(dir_ / name)).first;
+    }
+    return found->second;
+  }
+
+  // The piece whole, as a 1-D CPU tensor of `dtype`, after checking its shape, type and SHA-256. Throws IoError /
+  // DataError naming the file and the dataset.
+  at::Tensor read(const Piece& piece, at::ScalarType dtype) {
+    const data::h5::File& h5 = file(piece.file);
+    if (!h5.exists(piece.dataset)) {
+      throw IoError(fmt::format("[ckpt] {}: tensor {} is missing", h5.path(), piece.dataset));
+    }
+    try {
+      const auto dataset = h5.open_dataset(piece.dataset);
+      const std::vector<uint64_t> dims = dataset.shape();
+      const std::vector<int64_t> shape(dims.begin(), dims.end());
+      if (!piece.shape.empty() && shape != piece.shape) {
+        throw IoError(fmt::format("[ckpt] {}: tensor {} has shape [{}], {} records [{}]", h5.path(), piece.dataset,
+                                  fmt::join(shape, ", "), metadata_.path, fmt::join(piece.shape, ", ")));
+      }
+      const bool bytes = dtype == at::kByte;
+      if (dataset.type_class() != (bytes ? H5T_INTEGER : H5T_FLOAT) || dataset.element_bytes() != (bytes ? 1 : 4)) {
+        throw IoError(
+            fmt::format("[ckpt] {}: tensor {} is not {}", h5.path(), piece.dataset, bytes ? "uint8" : "float32"));
+      }
+      at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
+      const std::vector<uint64_t> origin(dims.size(), 0);
+      if (bytes) {
+        dataset.read(std::span<uint8_t>(tensor.data_ptr<uint8_t>(), static_cast<size_t>(tensor.numel())), origin, dims);
+      } else {
+        dataset.read(std::span<float>(tensor.data_ptr<float>(), static_cast<size_t>(tensor.numel())), origin, dims);
+      }
+      bytes_ += static_cast<int64_t>(tensor.nbytes());
+      if (!piece.sha256.empty()) {
+        const std::string digest = sha256_of(tensor);
+        if (digest != piece.sha256) {
+          throw DataError(fmt::format("[ckpt] {}: tensor {} is corrupt: its bytes have SHA-256 {}, {} records {}",
+                                      h5.path(), piece.dataset, digest, metadata_.path, piece.sha256));
+        }
+      }
+      return tensor.reshape({-1});
+    } catch (const Hdf5Error& e) {
+      throw IoError(fmt::format("[ckpt] {}: cannot read tensor {}: {}", h5.path(), piece.dataset, e.what()));
+    }
+  }
+
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  fs::path dir_;
+  const Metadata& metadata_;
+  std::map<std::string, data::h5::File> files_;
+  int64_t bytes_ = 0;
 };
 
-at::Tensor read_param(const data::h5::File& file, const Metadata& metadata, const std::string& name,
-                      at::IntArrayRef model_shape) {
-  at::Tensor tensor = read_verified(file, metadata, name, at::kFloat);
-  if (tensor.sizes() != model_shape) {
-    throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", file.path(), name,
-                                  fmt::join(tensor.sizes(), ", "), fmt::join(model_shape, ", ")));
+const TensorRecord& record_of(const Metadata& metadata, const std::string& name) {
+  const auto found = metadata.tensors.find(name);
+  if (found == metadata.tensors.end()) {
+    throw IoError(fmt::format("[ckpt] {}: records no tensor {}", metadata.path, name));
   }
-  return tensor;
+  return found->second;
 }
 
-// /rng/cpu always; /rng/cuda, the generator of the model's device, when training on a GPU and the checkpoint has
-// one (a checkpoint written on the CPU and resumed on a GPU has none: that generator keeps its seeding).
-StoredTensors read_stored(const fs::path& checkpoint, const Metadata& metadata, model::Gpt& model, bool everything) {
-  const data::h5::File file = open_rank_file(checkpoint / rank_file(0));
-  StoredTensors stored;
-  for (const auto& item : model.named_parameters()) {
-    stored.params[item.key()] = read_param(file, metadata, "/params/" + item.key(), item.value().sizes());
-    const std::string group = "/optim/" + item.key();
-    if (!everything || !file.exists(group)) {
+// Elements [lo, hi) of tensor `name`, flattened, from the pieces that overlap them (each read whole and verified).
+at::Tensor read_range(PieceReader& reader, const Metadata& metadata, const std::string& name, int64_t lo, int64_t hi) {
+  const TensorRecord& record = record_of(metadata, name);
+  const at::ScalarType dtype = record.dtype == "uint8" ? at::kByte : at::kFloat;
+  at::Tensor out = at::empty({hi - lo}, at::TensorOptions().dtype(dtype));
+  for (const Piece& piece : record.pieces) {
+    if (piece.end <= lo || piece.begin >= hi) {
       continue;
     }
-    AdamState& adam = stored.optimizer[item.key()];
-    adam.exp_avg = read_param(file, metadata, group + "/exp_avg", item.value().sizes());
-    adam.exp_avg_sq = read_param(file, metadata, group + "/exp_avg_sq", item.value().sizes());
+    const at::Tensor data = reader.read(piece, dtype);
+    const int64_t from = std::max(lo, piece.begin);
+    const int64_t to = std::min(hi, piece.end);
+    out.narrow(0, from - lo, to - from).copy_(data.narrow(0, from - piece.begin, to - from));
+  }
+  return out;
+}
+
+// Tensor `name` whole, checked to have the shape `expected` (ConfigError: the model differs).
+at::Tensor read_shaped(PieceReader& reader, const Metadata& metadata, const std::string& name,
+                       const std::vector<int64_t>& expected) {
+  const TensorRecord& record = record_of(metadata, name);
+  if (record.shape != expected) {
+    throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", metadata.path, name,
+                                  fmt::join(record.shape, ", "), fmt::join(expected, ", ")));
+  }
+  return read_range(reader, metadata, name, 0, record.numel());
+}
+
+// Whether the checkpoint has tensor `name`: recorded (version 2 and later), or in rank 0's file (version 1, whose
+// metadata may leave the generators out).
+bool has_tensor(PieceReader& reader, const Metadata& metadata, const std::string& name) {
+  if (metadata.tensors.contains(name)) {
+    return true;
+  }
+  return metadata.version < 2 && reader.file(rank_file(0)).exists("/" + name);
+}
+
+// A generator's state: one piece, written by rank 0.
+at::Tensor read_rng(PieceReader& reader, const Metadata& metadata, const std::string& name) {
+  const auto found = metadata.tensors.find(name);
+  if (found == metadata.tensors.end()) {  // version 1: unrecorded, whatever rank 0's file holds
+    return reader.read({rank_file(0), 0, 0, "/" + name, "", {}}, at::kByte);
+  }
+  return read_range(reader, metadata, name, 0, found->second.numel());
+}
+
+// Everything a checkpoint restores, read and verified before any of it is.
+struct Stored {
+  std::vector<at::Tensor> params;  // per parameter, flattened, on the CPU
+  // Per held slice: its range of the moments; undefined where the checkpoint has no state (versions 1 and 2, a
+  // parameter that had not been stepped).
+  std::vector<at::Tensor> exp_avg;
+  std::vector<at::Tensor> exp_avg_sq;
+  int64_t step_count = 0;
+  std::vector<std::pair<std::string, at::Tensor>> rng;  // "rng/cpu", "rng/cuda"
+};
+
+std::vector<at::Tensor> read_params(PieceReader& reader, const Metadata& metadata,
+                                    const std::vector<std::pair<std::string, std::vector<int64_t>>>& params) {
+  std::vector<at::Tensor> out;
+  for (const auto& [name, shape] : params) {
+    out.push_back(read_shaped(reader, metadata, "params/" + name, shape));
+  }
+  return out;
+}
+
+// The optimizer state of the ranges this rank holds, and the step count.
+void read_optimizer(PieceReader& reader, const Metadata& metadata, const FlatLayout& layout,
+                    const std::vector<StateSlice>& held, Stored& stored) {
+  for (const StateSlice& slice : held) {
+    const FlatParam& param = layout.params[static_cast<size_t>(slice.param)];
+    const std::string group = "optim/" + param.name;
+    at::Tensor exp_avg;
+    at::Tensor exp_avg_sq;
+    if (metadata.version >= 3 || has_tensor(reader, metadata, group + "/exp_avg")) {
+      for (const auto& [suffix, out] : {std::pair{"/exp_avg", &exp_avg}, std::pair{"/exp_avg_sq", &exp_avg_sq}}) {
+        const TensorRecord& record = record_of(metadata, group + suffix);
+        if (record.shape != param.shape) {
+          throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", metadata.path,
+                                        group + suffix, fmt::join(record.shape, ", "), fmt::join(param.shape, ", ")));
+        }
+        *out = read_range(reader, metadata, group + suffix, slice.begin, slice.end);
+      }
+    }
+    stored.exp_avg.push_back(exp_avg);
+    stored.exp_avg_sq.push_back(exp_avg_sq);
+  }
+  if (metadata.version >= 3) {
+    stored.step_count = metadata.optimizer_step;
+    return;
+  }
+  // Versions 1 and 2 counted steps per parameter (torch AdamW), in an attribute of rank 0's /optim/<name>; they are
+  // all the same but for a parameter never stepped.
+  for (const FlatParam& param : layout.params) {
+    const std::string group = "/optim/" + param.name;
+    if (!has_tensor(reader, metadata, group.substr(1) + "/exp_avg")) {
+      continue;
+    }
+    const data::h5::File& file = reader.file(rank_file(0));
+    int64_t step = 0;
     try {
-      adam.step = file.int_attribute("step", group);
+      step = file.int_attribute("step", group);
     } catch (const Hdf5Error& e) {
       throw IoError(fmt::format("[ckpt] {}: cannot read the step of {}: {}", file.path(), group, e.what()));
     }
     if (metadata.version >= 2) {
-      const auto recorded = metadata.optimizer_steps.find(item.key());
-      if (recorded == metadata.optimizer_steps.end() || recorded->second != adam.step) {
-        throw DataError(fmt::format(
-            "[ckpt] {}: {} has optimizer step {}, {} records {}", file.path(), group, adam.step, metadata.path,
-            recorded == metadata.optimizer_steps.end() ? "none" : std::to_string(recorded->second)));
+      const auto recorded = metadata.optimizer_steps.find(param.name);
+      if (recorded == metadata.optimizer_steps.end() || recorded->second != step) {
+        throw DataError(
+            fmt::format("[ckpt] {}: {} has optimizer step {}, {} records {}", file.path(), group, step, metadata.path,
+                        recorded == metadata.optimizer_steps.end() ? "none" : std::to_string(recorded->second)));
       }
     }
-  }
-  if (everything) {
-    stored.rng["/rng/cpu"] = read_verified(file, metadata, "/rng/cpu", at::kByte);
-    if (model.parameters().front().device().is_cuda() && file.exists("/rng/cuda")) {
-      stored.rng["/rng/cuda"] = read_verified(file, metadata, "/rng/cuda", at::kByte);
-    }
-  }
-  return stored;
-}
-
-// The Trainer reseeds the generators before every step (dropout's masks derive from the seed, the rank and the
-// step), so its steps do not depend on these; they restore the generators as they were for anything drawn between
-// steps.
-void write_rng_states(data::h5::File& file, const c10::Device& model_device, nlohmann::json& tensors,
-                      const std::string& file_name) {
-  const auto write = [&](at::Generator generator, const std::string& name) {
-    const std::lock_guard<std::mutex> lock(generator.mutex());
-    const at::Tensor state = generator.get_state();
-    tensors[name.substr(1)] = {{"shape", state.sizes().vec()},
-                               {"dtype", "uint8"},
-                               {"file", file_name},
-                               {"offset", std::vector<int64_t>{0}},
-                               {"sha256", write_tensor(file, name, state)}};
-  };
-  write(at::detail::getDefaultCPUGenerator(), "/rng/cpu");
-  if (model_device.is_cuda()) {
-    write(at::globalContext().defaultGenerator(model_device), "/rng/cuda");
+    stored.step_count = std::max(stored.step_count, step);
   }
 }
 
-void restore_rng_states(const StoredTensors& stored, const c10::Device& model_device) {
+// /rng/cpu always; /rng/cuda, the generator of the model's device, when training on a GPU and the checkpoint has
+// one (a checkpoint written on the CPU and resumed on a GPU has none: that generator keeps its seeding).
+void read_rng_states(PieceReader& reader, const Metadata& metadata, const c10::Device& device, Stored& stored) {
+  stored.rng.emplace_back("rng/cpu", read_rng(reader, metadata, "rng/cpu"));
+  if (device.is_cuda() && has_tensor(reader, metadata, "rng/cuda")) {
+    stored.rng.emplace_back("rng/cuda", read_rng(reader, metadata, "rng/cuda"));
+  }
+}
+
+void restore_rng_states(const Stored& stored, const c10::Device& device) {
   for (const auto& [name, state] : stored.rng) {
     at::Generator generator =
-        name == "/rng/cpu" ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(model_device);
+        name == "rng/cpu" ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(device);
     const std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(state);
   }
 }
+
+// ---- Directories -----------------------------------------------------------------------------------------------
 
 // The complete step directories of `dir`, oldest first.
 std::vector<fs::path> complete_steps(const fs::path& dir) {
@@ -300,109 +543,179 @@ std::string latest_name(const fs::path& dir) {
 
 }  // namespace
 
-Checkpointer::Checkpointer(fs::path dir, int64_t keep, launch::Communicator& comm)
-    : dir_(std::move(dir)), keep_(keep), comm_(comm) {}
+Checkpointer::Checkpointer(fs::path dir, int64_t keep, launch::Communicator& dp)
+    : dir_(std::move(dir)), keep_(keep), comm_(dp) {}
 
 bool Checkpointer::is_complete(const fs::path& step_dir) {
   std::error_code ignored;
   return fs::is_regular_file(step_dir / kMetadata, ignored);
 }
 
-fs::path Checkpointer::save(const TrainingState& state, model::Gpt& model, FlatAdamW& optimizer,
-                            const TrainConfig& config, const DatasetIdentity& dataset) {
+SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, const TrainConfig& config,
+                              const DatasetIdentity& dataset) {
+  const auto start = Clock::now();
+  check_mesh(comm_, optimizer);
+  const int rank = comm_.rank();
+  const c10::Device device = collective_device(comm_, optimizer.parameters().front().tensor.device());
   const fs::path step_dir = dir_ / step_name(state.step);
-  const bool writer = comm_.rank() == 0;
-  if (writer) {
-    fs::create_directories(dir_);
-    // A directory without metadata is a crashed attempt at this step; a complete one is replaced only after the
-    // new files are written (below), so a failure now never destroys it.
-    if (fs::exists(step_dir) && !is_complete(step_dir)) {
-      fs::remove_all(step_dir);
+  const fs::path replacement = step_dir.string() + ".new";
+  const std::string what = fmt::format("saving step {} to {}", state.step, step_dir.string());
+
+  // Rank 0 readies the directory. One there without metadata is a crashed attempt at this step; a complete one is
+  // replaced only after the new one is whole (below), so a failure now never destroys it.
+  std::string error;
+  int64_t replacing = 0;
+  if (rank == 0) {
+    try {
+      fs::create_directories(dir_);
+      if (fs::exists(step_dir) && !is_complete(step_dir)) {
+        fs::remove_all(step_dir);
+      }
+      replacing = is_complete(step_dir) ? 1 : 0;
+      fs::remove_all(replacement);
+      fs::create_directories(replacing ? replacement : step_dir);
+    } catch (const std::exception& e) {
+      error = fmt::format("[ckpt] {}: cannot make the step directory: {}", step_dir.string(), e.what());
     }
   }
-  comm_.barrier();
-  const fs::path staging = is_complete(step_dir) ? fs::path(step_dir.string() + ".new") : step_dir;
-  nlohmann::json tensors = nlohmann::json::object();
-  nlohmann::json optimizer_steps = nlohmann::json::object();
-  if (writer) {
-    fs::remove_all(staging);
-    fs::create_directories(staging);
-    const std::string file_name = rank_file(0);
-    const fs::path temporary = staging / (file_name + ".tmp");
+  agree_or_throw(comm_, error, device, what);
+  if (comm_.size() > 1) {
+    at::Tensor flag = at::full({1}, replacing, at::TensorOptions().dtype(at::kLong).device(device));
+    comm_.broadcast(flag, 0);
+    replacing = flag.cpu().item<int64_t>();
+  }
+  const fs::path staging = replacing ? replacement : step_dir;
+
+  // Every rank writes its file at once, under a temporary name.
+  const std::string file_name = rank_file(rank);
+  const fs::path temporary = staging / (file_name + ".tmp");
+  nlohmann::json table;
+  try {
+    nlohmann::json pieces;
     {
       data::h5::File file = data::h5::File::create(temporary, /*overwrite=*/true);
-      const auto write = [&](const std::string& name, const at::Tensor& t) {
-        tensors[name] = {{"shape", t.sizes().vec()},
-                         {"dtype", "float32"},
-                         {"file", file_name},
-                         {"offset", std::vector<int64_t>(static_cast<size_t>(t.dim()), 0)},
-                         {"sha256", write_tensor(file, "/" + name, t)}};
-      };
-      if (optimizer.zero()) {
-        throw Error("[ckpt] saving ZeRO-1 optimizer state is not supported by this checkpoint format");
-      }
-      const int64_t steps = optimizer.step_count();
-      for (const StateSlice& slice : optimizer.held_slices()) {
-        const auto& parameter = optimizer.parameters()[static_cast<size_t>(slice.param)];
-        write("params/" + parameter.name, parameter.tensor);
-        const at::IntArrayRef shape = parameter.tensor.sizes();
-        write("optim/" + parameter.name + "/exp_avg", slice.exp_avg.view(shape));
-        write("optim/" + parameter.name + "/exp_avg_sq", slice.exp_avg_sq.view(shape));
-        file.set_attribute("step", steps, "/optim/" + parameter.name);
-        optimizer_steps[parameter.name] = steps;
-      }
-      write_rng_states(file, model.parameters().front().device(), tensors, file_name);
-      file.flush();  // closing would flush too, but could not report a failure (a full disk)
+      pieces = write_rank_file(file, optimizer, file_name, rank);
     }
     data::fsync_file(temporary);
     fs::rename(temporary, staging / file_name);
-
-    nlohmann::json metadata = {
-        {"format", kFormat},
-        {"version", kVersion},
-        {"step", state.step},
-        {"tokens_seen", state.tokens_seen},
-        {"loader_position", state.loader_position},
-        {"mesh", {{"world_size", comm_.size()}, {"dp", comm_.size()}, {"tp", 1}, {"writers", 1}}},
-        {"dataset",
-         {{"tokenizer", dataset.tokenizer},
-          {"tokenizer_sha256", dataset.tokenizer_sha256},
-          {"vocab_size", dataset.vocab_size}}},
-        {"config", to_json(config)},
-        {"tensors", tensors},
-        {"optimizer_steps", optimizer_steps},
-    };
-    if (staging != step_dir) {
-      // Replacing a complete checkpoint of the same step: the new one is whole before the old one goes, and the
-      // old one comes back if the new one cannot take its place.
-      data::write_file_atomically(staging / kMetadata, metadata.dump(2));
-      const fs::path old = step_dir.string() + ".old";
-      fs::remove_all(old);
-      fs::rename(step_dir, old);
-      try {
-        fs::rename(staging, step_dir);
-      } catch (...) {
-        fs::rename(old, step_dir);
-        throw;
-      }
-      fs::remove_all(old);
-      data::fsync_directory(dir_);
-    } else {
-      data::write_file_atomically(step_dir / kMetadata, metadata.dump(2));
-    }
-    data::write_file_atomically(dir_ / "latest", step_name(state.step) + "\n");
-
-    // Keep the newest `keep` complete checkpoints up to this one. Later ones, left by a run that resumed from an
-    // earlier checkpoint (perhaps because they are damaged), are not counted: a save of their step replaces them.
-    std::vector<fs::path> complete = complete_steps(dir_);
-    std::erase_if(complete, [&](const fs::path& path) { return path > step_dir; });
-    for (size_t i = 0; i + static_cast<size_t>(keep_) < complete.size(); ++i) {
-      fs::remove_all(complete[i]);
-    }
-    spdlog::info("[ckpt] saved step {} to {}", state.step, step_dir.string());
+    data::fsync_directory(staging);
+    table = {{"bytes", static_cast<int64_t>(fs::file_size(staging / file_name))}, {"pieces", std::move(pieces)}};
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    error = fmt::format("[ckpt] {}: cannot write it: {}", (staging / file_name).string(), e.what());
   }
-  comm_.barrier();
-  return step_dir;
+  // The ranks agree on whether every file is there and rank 0 learns what each holds, in one exchange: every rank
+  // sends its piece table, or its error.
+  const std::vector<std::string> tables = all_gather_strings(comm_, error.empty() ? table.dump() : "E" + error, device);
+  const auto failed = std::find_if(tables.begin(), tables.end(), [](const std::string& t) { return t[0] == 'E'; });
+  if (failed != tables.end()) {
+    if (rank == 0) {
+      std::error_code ignored;
+      fs::remove_all(staging, ignored);  // without metadata: nobody would load it, and a retry would remove it
+    }
+    if (!error.empty()) {
+      throw IoError(error);
+    }
+    throw IoError(fmt::format("[ckpt] {}: rank {} failed: {}", what, failed - tables.begin(), failed->substr(1)));
+  }
+
+  SaveReport report{.path = step_dir};
+  report.bytes = table.at("bytes").get<int64_t>();
+  for (const std::string& text : tables) {
+    report.bytes_all_ranks += nlohmann::json::parse(text).at("bytes").get<int64_t>();
+  }
+
+  if (rank == 0) {
+    try {
+      nlohmann::json tensors = nlohmann::json::object();
+      for (const FlatParam& param : optimizer.layout().params) {
+        for (const std::string& name :
+             {"params/" + param.name, "optim/" + param.name + "/exp_avg", "optim/" + param.name + "/exp_avg_sq"}) {
+          tensors[name] = {{"shape", param.shape}, {"dtype", "float32"}, {"pieces", nlohmann::json::array()}};
+        }
+      }
+      for (const std::string& text : tables) {
+        const nlohmann::json rank_table = nlohmann::json::parse(text);
+        for (nlohmann::json piece : rank_table.at("pieces")) {
+          const std::string name = piece.at("tensor").get<std::string>();
+          piece.erase("tensor");
+          if (piece.contains("shape")) {  // the generators' states: rank 0 says what they are
+            tensors[name] = {{"shape", piece["shape"]}, {"dtype", piece["dtype"]}, {"pieces", nlohmann::json::array()}};
+            piece.erase("shape");
+            piece.erase("dtype");
+          }
+          tensors.at(name).at("pieces").push_back(std::move(piece));
+        }
+      }
+      for (auto& [name, record] : tensors.items()) {
+        auto& pieces = record.at("pieces");
+        std::sort(pieces.begin(), pieces.end(),
+                  [](const nlohmann::json& a, const nlohmann::json& b) { return a.at("begin") < b.at("begin"); });
+      }
+      const nlohmann::json metadata = {
+          {"format", kFormat},
+          {"version", kVersion},
+          {"step", state.step},
+          {"tokens_seen", state.tokens_seen},
+          {"loader_position", state.loader_position},
+          {"mesh",
+           {{"world_size", comm_.size()},
+            {"dp", comm_.size()},
+            {"tp", 1},
+            {"zero", optimizer.zero() ? 1 : 0},
+            {"writers", comm_.size()}}},
+          {"dataset",
+           {{"tokenizer", dataset.tokenizer},
+            {"tokenizer_sha256", dataset.tokenizer_sha256},
+            {"vocab_size", dataset.vocab_size}}},
+          {"config", to_json(config)},
+          {"optimizer", {{"type", "adamw"}, {"step_count", optimizer.step_count()}}},
+          {"tensors", tensors},
+      };
+      if (replacing) {
+        // Replacing a complete checkpoint of the same step: the new one is whole before the old one goes, and the
+        // old one comes back if the new one cannot take its place.
+        data::write_file_atomically(staging / kMetadata, metadata.dump(2));
+        const fs::path old = step_dir.string() + ".old";
+        fs::remove_all(old);
+        fs::rename(step_dir, old);
+        try {
+          fs::rename(staging, step_dir);
+        } catch (...) {
+          fs::rename(old, step_dir);
+          throw;
+        }
+        fs::remove_all(old);
+        data::fsync_directory(dir_);
+      } else {
+        data::write_file_atomically(step_dir / kMetadata, metadata.dump(2));
+      }
+      data::write_file_atomically(dir_ / "latest", step_name(state.step) + "\n");
+
+      // Keep the newest `keep` complete checkpoints up to this one. Later ones, left by a run that resumed from an
+      // earlier checkpoint (perhaps because they are damaged), are not counted: a save of their step replaces them.
+      std::vector<fs::path> complete = complete_steps(dir_);
+      std::erase_if(complete, [&](const fs::path& path) { return path > step_dir; });
+      for (size_t i = 0; i + static_cast<size_t>(keep_) < complete.size(); ++i) {
+        fs::remove_all(complete[i]);
+      }
+    } catch (const std::exception& e) {
+      error = fmt::format("[ckpt] {}: cannot complete it: {}", (step_dir / kMetadata).string(), e.what());
+      std::error_code ignored;
+      fs::remove_all(replacement, ignored);
+      if (!is_complete(step_dir)) {
+        fs::remove_all(step_dir, ignored);
+      }
+    }
+  }
+  agree_or_throw(comm_, error, device, what);
+  report.seconds = seconds_since(start);
+  if (rank == 0) {
+    spdlog::info("[ckpt] saved step {} to {} ({:.1f} MiB from {} rank(s) in {:.2f} s)", state.step, step_dir.string(),
+                 static_cast<double>(report.bytes_all_ranks) / (1 << 20), comm_.size(), report.seconds);
+  }
+  return report;
 }
 
 std::vector<fs::path> Checkpointer::candidates() const {
@@ -439,32 +752,44 @@ TrainConfig Checkpointer::stored_config(const fs::path& checkpoint) {
 }
 
 void Checkpointer::load_weights(const fs::path& checkpoint, model::Gpt& model) {
-  const StoredTensors stored = read_stored(checkpoint, read_metadata(checkpoint), model, /*everything=*/false);
+  const Metadata metadata = read_metadata(checkpoint);
+  PieceReader reader(checkpoint, metadata);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> params;
+  for (const auto& item : model.named_parameters()) {
+    params.emplace_back(item.key(), item.value().sizes().vec());
+  }
+  const std::vector<at::Tensor> stored = read_params(reader, metadata, params);
   const c10::NoGradGuard no_grad;
+  size_t i = 0;
   for (auto& item : model.named_parameters()) {
-    item.value().copy_(stored.params.at(item.key()));
+    item.value().copy_(stored[i++].view(item.value().sizes()));
   }
 }
 
 void Checkpointer::verify_weights(const fs::path& checkpoint) {
   const Metadata metadata = read_metadata(checkpoint);
-  const data::h5::File file = open_rank_file(checkpoint / rank_file(0));
+  PieceReader reader(checkpoint, metadata);
   for (const auto& [name, record] : metadata.tensors) {
     if (name.starts_with("params/")) {
-      read_verified(file, metadata, "/" + name, at::kFloat);
+      read_range(reader, metadata, name, 0, record.numel());
     }
   }
 }
 
-TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, FlatAdamW& optimizer,
-                                 const TrainConfig& config, const DatasetIdentity& dataset) {
-  const c10::Device device = model.parameters().front().device();
-  // Every rank reads and verifies on its own; then they agree, so that none restores what another could not read.
-  // The outcome ranks as: 0 another model or dataset (fatal everywhere), 1 damaged (skippable), 2 verified.
+TrainingState Checkpointer::load(const fs::path& checkpoint, FlatAdamW& optimizer, const TrainConfig& config,
+                                 const DatasetIdentity& dataset, LoadReport* report) {
+  const auto start = Clock::now();
+  check_mesh(comm_, optimizer);
+  const c10::Device device = optimizer.parameters().front().tensor.device();
+  std::vector<StateSlice> held = optimizer.held_slices();
+  // Every rank reads and verifies what it needs on its own; then they agree, so that none restores what another
+  // could not read. The outcome ranks as: 0 another model or dataset (fatal everywhere), 1 unreadable, 2 corrupt
+  // (both skippable), 3 verified.
   std::exception_ptr failure;
-  int outcome = 2;
+  int outcome = 3;
   Metadata metadata;
-  StoredTensors stored;
+  Stored stored;
+  int64_t bytes = 0;
   try {
     metadata = read_metadata(checkpoint);
     const TrainConfig stored_train = train_config_from_json(metadata.config, metadata.path);
@@ -478,25 +803,51 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, 
       throw ConfigError(
           fmt::format("[ckpt] {} was written for another model or dataset: {}", checkpoint.string(), differences));
     }
-    stored = read_stored(checkpoint, metadata, model, /*everything=*/true);
+    PieceReader reader(checkpoint, metadata);
+    std::vector<std::pair<std::string, std::vector<int64_t>>> params;
+    for (const FlatParam& param : optimizer.layout().params) {
+      params.emplace_back(param.name, param.shape);
+    }
+    stored.params = read_params(reader, metadata, params);
+    read_optimizer(reader, metadata, optimizer.layout(), held, stored);
+    read_rng_states(reader, metadata, device, stored);
+    bytes = reader.bytes();
   } catch (const ConfigError&) {
     failure = std::current_exception();
     outcome = 0;
+  } catch (const DataError&) {
+    failure = std::current_exception();
+    outcome = 2;
   } catch (...) {
     failure = std::current_exception();
     outcome = 1;
   }
   if (comm_.size() > 1) {
-    at::Tensor agreed = at::full(
-        {1}, outcome,
-        at::TensorOptions().dtype(at::kInt).device(comm_.backend() == "nccl" ? device : c10::Device(c10::kCPU)));
-    comm_.all_reduce(agreed, launch::ReduceOp::kMin);
-    const int worst = agreed.item<int>();
+    std::string mine;
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::exception& e) {
+        mine = std::to_string(outcome) + e.what();
+      }
+    }
+    const std::vector<std::string> outcomes = all_gather_strings(comm_, mine, collective_device(comm_, device));
+    int worst = outcome;
+    size_t worst_rank = 0;
+    for (size_t r = 0; r < outcomes.size(); ++r) {
+      if (!outcomes[r].empty() && outcomes[r][0] - '0' < worst) {
+        worst = outcomes[r][0] - '0';
+        worst_rank = r;
+      }
+    }
     if (worst < outcome) {
-      const std::string why =
-          fmt::format("[ckpt] {}: another rank could not load it (see its log)", checkpoint.string());
+      const std::string why = fmt::format("[ckpt] {}: rank {} could not load it: {}", checkpoint.string(), worst_rank,
+                                          outcomes[worst_rank].substr(1));
       if (worst == 0) {
         throw ConfigError(why);
+      }
+      if (worst == 2) {
+        throw DataError(why);
       }
       throw IoError(why);
     }
@@ -507,31 +858,36 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, model::Gpt& model, 
 
   {
     const c10::NoGradGuard no_grad;
-    for (auto& item : model.named_parameters()) {
-      item.value().copy_(stored.params.at(item.key()));
+    const std::vector<NamedParameter>& parameters = optimizer.parameters();
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      at::Tensor value = parameters[i].tensor;
+      value.copy_(stored.params[i].view(value.sizes()));
     }
-    if (optimizer.zero()) {
-      throw Error("[ckpt] loading into a ZeRO-1 optimizer is not supported by this checkpoint format");
-    }
-    for (const StateSlice& slice : optimizer.held_slices()) {
-      const std::string& name = optimizer.parameters()[static_cast<size_t>(slice.param)].name;
-      const auto it = stored.optimizer.find(name);
-      if (it != stored.optimizer.end()) {
-        slice.exp_avg.copy_(it->second.exp_avg.reshape({-1}));
-        slice.exp_avg_sq.copy_(it->second.exp_avg_sq.reshape({-1}));
-        optimizer.set_step_count(it->second.step);
+    for (size_t k = 0; k < held.size(); ++k) {
+      if (stored.exp_avg[k].defined()) {
+        held[k].exp_avg.copy_(stored.exp_avg[k]);
+        held[k].exp_avg_sq.copy_(stored.exp_avg_sq[k]);
+      } else {
+        held[k].exp_avg.zero_();
+        held[k].exp_avg_sq.zero_();
       }
     }
+    optimizer.set_step_count(stored.step_count);
   }
   restore_rng_states(stored, device);
-  spdlog::info("[ckpt] resumed from {} (step {})", checkpoint.string(), metadata.state.step);
+  if (report != nullptr) {
+    *report = {.seconds = seconds_since(start), .bytes = bytes};
+  }
+  spdlog::info("[ckpt] resumed from {} (step {}; read {:.1f} MiB in {:.2f} s)", checkpoint.string(),
+               metadata.state.step, static_cast<double>(bytes) / (1 << 20), seconds_since(start));
   return metadata.state;
 }
 
-std::optional<TrainingState> Checkpointer::resume(const std::string& resume, model::Gpt& model, FlatAdamW& optimizer,
-                                                  const TrainConfig& config, const DatasetIdentity& dataset) {
+std::optional<TrainingState> Checkpointer::resume(const std::string& resume, FlatAdamW& optimizer,
+                                                  const TrainConfig& config, const DatasetIdentity& dataset,
+                                                  LoadReport* report) {
   if (resume != "auto") {
-    return load(*find(resume), model, optimizer, config, dataset);
+    return load(*find(resume), optimizer, config, dataset, report);
   }
   const std::vector<fs::path> found = candidates();
   const std::string latest = latest_name(dir_);
@@ -542,7 +898,7 @@ std::optional<TrainingState> Checkpointer::resume(const std::string& resume, mod
   std::vector<std::string> failures;
   for (const fs::path& checkpoint : found) {
     try {
-      return load(checkpoint, model, optimizer, config, dataset);
+      return load(checkpoint, optimizer, config, dataset, report);
     } catch (const ConfigError&) {
       throw;  // another model or dataset: an older checkpoint of the same run would not match either
     } catch (const IoError& e) {

@@ -207,13 +207,16 @@ void Trainer::resume_from(const std::string& resume) {
     }
     return;
   }
+  LoadReport report;
   const std::optional<TrainingState> resumed =
-      checkpointer_->resume(resume, *model_, *optimizer_, config_, dataset_.identity());
+      checkpointer_->resume(resume, *optimizer_, config_, dataset_.identity(), &report);
   if (!resumed) {
     spdlog::info("[ckpt] no complete checkpoint in {}: starting from scratch", config_.checkpoint_dir().string());
     return;
   }
   state_ = *resumed;
+  metrics_.record(monitoring::CheckpointMetrics{
+      .step = state_.step, .save = false, .seconds = report.seconds, .bytes = report.bytes, .bytes_all_ranks = 0});
 }
 
 int Trainer::train(const std::string& resume) {
@@ -364,7 +367,12 @@ void Trainer::evaluate() {
 }
 
 void Trainer::save_checkpoint() {
-  checkpointer_->save(state_, *model_, *optimizer_, config_, dataset_.identity());
+  const SaveReport report = checkpointer_->save(state_, *optimizer_, config_, dataset_.identity());
+  metrics_.record(monitoring::CheckpointMetrics{.step = state_.step,
+                                                .save = true,
+                                                .seconds = report.seconds,
+                                                .bytes = report.bytes,
+                                                .bytes_all_ranks = report.bytes_all_ranks});
 }
 
 }  // namespace mlagpt::trainer

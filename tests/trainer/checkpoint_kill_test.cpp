@@ -199,9 +199,14 @@ TEST_F(TrainProcess, SigtermSavesTheStepInProgressAndExits) {
   // No periodic checkpoints: the one found afterwards is the signal's.
   const pid_t pid = spawn(command(100000, 0), dir / "train.log");
   const fs::path metrics = dir / "run" / "metrics.jsonl";
-  const auto steps_logged = [&] {
+  const auto steps_logged = [&] {  // the training steps' records (checkpoints have their own)
     const std::string text = read_text(metrics);
-    return std::count(text.begin(), text.end(), '\n');
+    int64_t count = 0;
+    for (size_t at = text.find("\"kind\":\"train\""); at != std::string::npos;
+         at = text.find("\"kind\":\"train\"", at + 1)) {
+      ++count;
+    }
+    return count;
   };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (steps_logged() < 3 && std::chrono::steady_clock::now() < deadline) {

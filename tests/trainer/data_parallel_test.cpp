@@ -79,7 +79,7 @@ class DataParallel : public testing::Test {
         out.train.push_back(json["loss"].get<double>());
         out.grad_norm.push_back(json["grad_norm"].get<double>());
         out.lr.push_back(json["lr"].get<double>());
-      } else {
+      } else if (json["kind"] == "eval") {
         out.eval.push_back(json["val_loss"].get<double>());
       }
     }
