@@ -166,11 +166,6 @@ Reference open_reference() {
   return r;
 }
 
-// Largest |a - b| over the largest |b|.
-double max_relative(const at::Tensor& actual, const at::Tensor& reference) {
-  return (actual - reference).abs().max().item<double>() / reference.abs().max().item<double>();
-}
-
 void run_reference_steps(const Reference& r, FlatAdamW& optimizer, std::vector<NamedParameter>& parameters) {
   const at::Tensor no_inf = at::zeros({}, at::kFloat);
   for (size_t step = 0; step < r.lrs.size(); ++step) {
@@ -211,8 +206,8 @@ TEST(FlatAdamW, MatchesPyTorchAdamWOverTwentySteps) {
     EXPECT_EQ(optimizer.step_count(), static_cast<int64_t>(r.lrs.size()));
     double worst = 0;
     for (const auto& p : parameters) {
-      const double error =
-          max_relative(p.tensor.detach(), mlagpt::testing::read_float_tensor(r.file, "/final/" + p.name));
+      const double error = mlagpt::testing::relative_error(
+          p.tensor.detach(), mlagpt::testing::read_float_tensor(r.file, "/final/" + p.name));
       EXPECT_LE(error, 1e-6) << p.name;
       worst = std::max(worst, error);
     }
@@ -220,8 +215,8 @@ TEST(FlatAdamW, MatchesPyTorchAdamWOverTwentySteps) {
       const std::string& name = parameters[static_cast<size_t>(slice.param)].name;
       const at::Tensor m = mlagpt::testing::read_float_tensor(r.file, "/exp_avg/" + name).reshape({-1});
       const at::Tensor v = mlagpt::testing::read_float_tensor(r.file, "/exp_avg_sq/" + name).reshape({-1});
-      EXPECT_LE(max_relative(slice.exp_avg, m.slice(0, slice.begin, slice.end)), 1e-6) << name;
-      EXPECT_LE(max_relative(slice.exp_avg_sq, v.slice(0, slice.begin, slice.end)), 1e-6) << name;
+      EXPECT_LE(mlagpt::testing::relative_error(slice.exp_avg, m.slice(0, slice.begin, slice.end)), 1e-6) << name;
+      EXPECT_LE(mlagpt::testing::relative_error(slice.exp_avg_sq, v.slice(0, slice.begin, slice.end)), 1e-6) << name;
     }
     std::printf("[adamw parity] zero=%d: 20 steps, worst relative error of the parameters %.2e\n", zero ? 1 : 0, worst);
   }
@@ -262,7 +257,8 @@ TEST(FlatAdamW, MatchesLibTorchAdamWOverTwentySteps) {
     libtorch.step();
   }
   for (size_t i = 0; i < plain.size(); ++i) {
-    EXPECT_LE(max_relative(parameters[i].tensor.detach(), plain[i].detach()), 1e-6) << r.infos[i].name;
+    EXPECT_LE(mlagpt::testing::relative_error(parameters[i].tensor.detach(), plain[i].detach()), 1e-6)
+        << r.infos[i].name;
   }
 }
 
