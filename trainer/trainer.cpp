@@ -263,6 +263,7 @@ int Trainer::train(const std::string& resume) {
       save_checkpoint();
       last_checkpoint = state_.step;
     }
+    pending_since_ = std::chrono::steady_clock::now();  // the next steps' time leaves evaluation and saving out
     if (signal != 0) {
       // After a skipped (non-finite) step the newest checkpoint stays the last good one, as at the end of a run.
       if (last_checkpoint != state_.step && bad_steps_in_a_row_ == 0) {
