@@ -8,7 +8,7 @@
 # LibTorch, CUDA and NCCL are NOT packed: the GPU machine's own torch wheel provides them. On that machine:
 #
 #   TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-#   OUT/run-tests.sh "$TORCH_LIB" [TEST ...]     (default: the gpu tests and the model tests)
+#   OUT/run-tests.sh "$TORCH_LIB" [TEST ...]     (default: the executables of the gpu-label tests)
 #
 # The torch wheel there must be the version this bundle was built against (2.11.0+cu130).
 set -euo pipefail
@@ -49,7 +49,8 @@ torch_lib=$1; shift
 export LD_LIBRARY_PATH="$here/lib:$torch_lib:$torch_lib/../../nvidia/cu13/lib:$torch_lib/../../nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
 export OPAL_PREFIX="$here" OPAL_LIBDIR="$here/lib/openmpi/lib" OMP_NUM_THREADS=4 MLAGPT_REQUIRE_GPU=1
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nccl_communicator_test qr_test loader_gpu_test)
+# The executables of the gpu-label CTest tests (tests/*/CMakeLists.txt); qr_test holds cusolver_qr_test.
+[ ${#tests[@]} -gt 0 ] || tests=(nccl_communicator_test process_mesh_gpu_test qr_test rsvd_gpu_test loader_gpu_test)
 status=0
 for t in "${tests[@]}"; do
   echo "=== $t"
