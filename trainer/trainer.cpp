@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/full.h>
 #include <c10/util/hash.h>
 
 #include <fmt/format.h>

@@ -32,6 +32,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench_models.h"
 #include "launch/communicator.h"
 #include "model/accounting.h"
 #include "model/gpt.h"
@@ -93,17 +94,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads);
   const c10::Device device(device_name);
   const c10::NoGradGuard no_grad;
-  mlagpt::model::ModelConfig config;
-  config.attention = mlagpt::model::AttentionKind::kMla;
-  config.vocab_size = 320;
-  config.block_size = 256;
-  config.n_layer = layers;
-  config.n_embd = width;
-  config.n_head = 4;
-  config.kv_lora_rank = width / 4;
-  config.qk_nope_head_dim = width / 4;
-  config.qk_rope_head_dim = 16;
-  config.v_head_dim = width / 4;
+  const mlagpt::model::ModelConfig config = mlagpt::bench::scaled_mla_config(layers, width, 256);
 
   std::vector<std::pair<std::string, double>> results;
   {

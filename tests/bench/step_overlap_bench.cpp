@@ -25,6 +25,7 @@
 #include <exception>
 #include <vector>
 
+#include "bench_models.h"
 #include "launch/mpi_communicator.h"
 #include "launch/runtime.h"
 #include "model/gpt.h"
@@ -83,17 +84,7 @@ int main(int argc, char** argv) {
     at::set_num_threads(threads);
     mlagpt::launch::MpiCommunicator comm(MPI_COMM_WORLD);
     mlagpt::trainer::TrainConfig config;
-    config.model.attention = mlagpt::model::AttentionKind::kMla;
-    config.model.vocab_size = 320;
-    config.model.block_size = seq_len;
-    config.model.n_layer = layers;
-    config.model.n_embd = width;
-    config.model.n_head = 4;
-    config.model.kv_lora_rank = width / 4;
-    config.model.qk_nope_head_dim = width / 4;
-    config.model.qk_rope_head_dim = 16;
-    config.model.v_head_dim = width / 4;
-    config.model.resolve();
+    config.model = mlagpt::bench::scaled_mla_config(layers, width, seq_len);
     config.data.dir = "unused";
     config.schedule.warmup_steps = 1;
     config.run.max_steps = 1000;
