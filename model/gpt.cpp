@@ -43,7 +43,7 @@ at::Tensor Block::forward(const at::Tensor& x, int64_t start_pos, LayerCache* ca
   return h + mlp_->forward(norm2_->forward(h));
 }
 
-Gpt::Gpt(ModelConfig config) : config_(std::move(config)) {
+Gpt::Gpt(ModelConfig config, const TensorParallel& group) : config_(std::move(config)), group_(group) {
   config_.resolve();
   if (config_.vocab_size == 0) {
     throw ConfigError(
@@ -120,6 +120,10 @@ KvCache Gpt::make_cache(int64_t batch, int64_t max_len, const at::TensorOptions&
     layers.push_back(block->attention().make_cache(batch, max_len, options));
   }
   return KvCache(std::move(layers), max_len, mode);
+}
+
+at::Tensor Gpt::loss(const at::Tensor& idx, const at::Tensor& targets) {
+  return cross_entropy_loss(forward(idx), targets);
 }
 
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& targets) {

@@ -1,7 +1,11 @@
 // Gpt: token embedding, n_layer pre-norm blocks (x += attn(norm1(x)); x += mlp(norm2(x))), final norm, and the
 // output head (tied to the token embedding unless tie_embeddings = false).
 //
-// Single-device: the model never asks for a rank or a communicator; parallelism is applied from outside.
+// The model never asks for a rank or a communicator; tensor parallelism reaches it as a TensorParallel group
+// (model/tensor_parallel.h; single_device() by default), from which every layer builds its local shapes: attention
+// heads, MLP hidden units and the vocabulary are split over the group (Megatron-LM's layout, docs/design.md
+// "Tensor parallelism"), parameter_splits() says how each parameter is, and parameter names are the same at every
+// TP size.
 // Parameter names (checkpoints and tests/reference use them): wte.weight, wpe.weight (learned positions),
 // blocks.N.{norm1,attn,norm2,mlp}.*, norm_f.*, lm_head.weight (untied). GPT-2 initialization: N(0, 0.02) for
 // weights and embeddings, residual output projections (attn.o_proj, mlp.proj) N(0, 0.02 / sqrt(2 n_layer)),
@@ -12,13 +16,16 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "model/attention.h"
 #include "model/kv_cache.h"
 #include "model/mlp.h"
 #include "model/model_config.h"
 #include "model/norm.h"
+#include "model/tensor_parallel.h"
 
 namespace mlagpt::model {
 
@@ -40,12 +47,19 @@ class Block final : public torch::nn::Module {
 
 class Gpt final : public torch::nn::Module {
  public:
-  // `config` is resolved (and so validated) here.
-  explicit Gpt(ModelConfig config);
+  // `config` is resolved (and so validated, with config.validate_tensor_parallel(group.size())) here. The group
+  // must outlive the model.
+  explicit Gpt(ModelConfig config, const TensorParallel& group = single_device());
 
-  // idx: [B, T] int64 token ids -> logits [B, T, V]. With a cache, idx continues the cached sequence: positions
-  // start at cache->length(), and the cache advances by T.
+  // idx: [B, T] int64 token ids -> logits [B, T, V / tp]: this rank's slice of the vocabulary (all of it on one
+  // device). With a cache, idx continues the cached sequence: positions start at cache->length(), and the cache
+  // advances by T.
   at::Tensor forward(const at::Tensor& idx, KvCache* cache = nullptr);
+
+  // The mean cross entropy of the model's prediction of `targets` [B, T] from `idx` [B, T], skipping targets equal
+  // to kIgnoreIndex; float32 (float64 for a float64 model). Over a tensor-parallel group the vocabulary-parallel
+  // cross entropy (Megatron's): no rank materializes the logits of the whole vocabulary; every rank gets the loss.
+  at::Tensor loss(const at::Tensor& idx, const at::Tensor& targets);
 
   // A cache for `batch` sequences of up to `max_len` (<= block_size) tokens, in `options`' dtype and device.
   KvCache make_cache(int64_t batch, int64_t max_len, const at::TensorOptions& options,
@@ -55,10 +69,15 @@ class Gpt final : public torch::nn::Module {
   void init_weights();
 
   const ModelConfig& config() const { return config_; }
+  const TensorParallel& tensor_parallel() const { return group_; }
+  // Every parameter by name: split over the tensor-parallel group along which dimension, or replicated.
+  const std::map<std::string, ParameterSplit, std::less<>>& parameter_splits() const { return splits_; }
   Block& block(int64_t i) { return *blocks_[static_cast<size_t>(i)]; }
 
  private:
   ModelConfig config_;
+  const TensorParallel& group_;
+  std::map<std::string, ParameterSplit, std::less<>> splits_;
   at::Tensor wte_;
   at::Tensor wpe_;
   std::vector<std::shared_ptr<Block>> blocks_;

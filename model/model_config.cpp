@@ -135,6 +135,24 @@ void ModelConfig::validate() const {
           "positions = rope needs qk_rope_head_dim > 0 for mla (a ropeless mla uses positions = learned)");
 }
 
+void ModelConfig::validate_tensor_parallel(int64_t tp) const {
+  if (tp < 1) {
+    throw ConfigError(fmt::format("parallel.tp must be >= 1, got {}", tp));
+  }
+  const auto divides = [tp](const char* field, int64_t value, const char* what) {
+    if (value % tp != 0) {
+      throw ConfigError(fmt::format("parallel.tp = {} does not divide model.{} = {}: {} are split over the {} "
+                                    "tensor-parallel ranks",
+                                    tp, field, value, what, tp));
+    }
+  };
+  divides("n_head", n_head, "attention heads");
+  divides("mlp_hidden", mlp_hidden, "the MLP's hidden units");
+  if (vocab_size > 0) {
+    divides("vocab_size", vocab_size, "the embedding's and output head's vocabulary rows (after padding)");
+  }
+}
+
 nlohmann::json to_json(const ModelConfig& config) {
   nlohmann::json json = nlohmann::json::object();
   config.visit_fields([&json](std::string_view name, const auto& value) {

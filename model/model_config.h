@@ -59,6 +59,10 @@ struct ModelConfig {
   void resolve();
   // The checks alone, on a resolved config.
   void validate() const;
+  // The rules for splitting this (resolved) model over `tp` tensor-parallel ranks: tp divides n_head, the MLP
+  // hidden width and vocab_size (once set). ConfigError naming the fields and values otherwise. Every tp is
+  // accepted for n_kv_head: KV heads are split when tp divides them and replicated otherwise.
+  void validate_tensor_parallel(int64_t tp) const;
 
   int64_t head_dim() const { return n_embd / n_head; }  // Dh, mha/gqa/mqa
   int64_t qk_head_dim() const;                          // width of q.k per head

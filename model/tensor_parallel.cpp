@@ -1,6 +1,10 @@
 #include "model/tensor_parallel.h"
 
+#include <ATen/Context.h>
+#include <ATen/core/GeneratorForward.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include <mutex>
 
 #include <cstdint>
 
@@ -12,6 +16,7 @@ class SingleDevice final : public TensorParallel {
   int64_t rank() const override { return 0; }
   int64_t size() const override { return 1; }
   void all_reduce_sum(at::Tensor& /*tensor*/) const override {}
+  void all_reduce_max(at::Tensor& /*tensor*/) const override {}
 };
 
 // An autograd context holds IValues; the group travels as its address (it outlives the backward pass: the trainer
@@ -71,6 +76,26 @@ at::Tensor reduce_from_tensor_parallel_region(const at::Tensor& x, const TensorP
     return x;
   }
   return ReduceFromRegion::apply(x, address(group));
+}
+
+ShardedRngScope::ShardedRngScope(const TensorParallel& group, const c10::Device& device)
+    : sharded_(group.sharded_generator(device)) {
+  if (!sharded_.defined()) {
+    return;
+  }
+  default_ = at::globalContext().defaultGenerator(device);
+  const std::scoped_lock lock(default_.mutex(), sharded_.mutex());
+  saved_ = default_.get_state();
+  default_.set_state(sharded_.get_state());
+}
+
+ShardedRngScope::~ShardedRngScope() {
+  if (!sharded_.defined()) {
+    return;
+  }
+  const std::scoped_lock lock(default_.mutex(), sharded_.mutex());
+  sharded_.set_state(default_.get_state());  // what the scope drew advanced it
+  default_.set_state(saved_);
 }
 
 }  // namespace mlagpt::model

@@ -14,6 +14,7 @@ class TensorParallelGroup final : public model::TensorParallel {
   int64_t rank() const override { return comm_.rank(); }
   int64_t size() const override { return comm_.size(); }
   void all_reduce_sum(at::Tensor& tensor) const override { comm_.all_reduce(tensor, launch::ReduceOp::kSum); }
+  void all_reduce_max(at::Tensor& tensor) const override { comm_.all_reduce(tensor, launch::ReduceOp::kMax); }
 
  private:
   launch::Communicator& comm_;
