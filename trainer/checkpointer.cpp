@@ -26,6 +26,8 @@
 #include <mutex>
 #include <numeric>
 #include <regex>
+#include <span>
+#include <utility>
 
 #include "data/file_io.h"
 #include "data/hdf5_file.h"
