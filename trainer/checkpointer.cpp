@@ -2,8 +2,12 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/remainder.h>
+#include <ATen/ops/searchsorted.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -22,6 +26,8 @@
 #include <mutex>
 #include <numeric>
 #include <regex>
+#include <span>
+#include <utility>
 
 #include "data/file_io.h"
 #include "data/hdf5_file.h"
@@ -36,10 +42,13 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kMetadata = "metadata.json";
 constexpr const char* kFormat = "mlagpt.checkpoint";
+// 4: every rank of the dp x tp mesh writes its shard of the flat buffers of its chunk of the split parameters (and,
+//    on tp rank 0, of the replicated ones) as pieces; every tensor records its full shape and split, every piece its
+//    part.
 // 3: every data-parallel rank writes its shard of the flat buffers as pieces; one optimizer step count.
 // 2: rank 0 wrote every tensor whole, with the SHA-256 of each and every parameter's optimizer step count.
 // 1: as 2 without checksums; loads unverified, with a warning.
-constexpr int64_t kVersion = 3;
+constexpr int64_t kVersion = 4;
 constexpr int64_t kUnverifiedVersion = 1;
 
 std::string step_name(int64_t step) {
@@ -71,13 +80,14 @@ c10::Device collective_device(const launch::Communicator& comm, const c10::Devic
 
 // Every rank's `text`, the same vector on every rank: an all_gather of the lengths, then (when any is non-empty)
 // one of the bytes, padded to the longest. How the ranks agree on an outcome (every rank's error, "" for none) and
-// how rank 0 gets the piece tables.
+// how world rank 0 gets the piece tables.
 std::vector<std::string> all_gather_strings(launch::Communicator& comm, const std::string& text,
-                                            const c10::Device& device) {
+                                            const c10::Device& model_device) {
   const int ranks = comm.size();
   if (ranks == 1) {
     return {text};
   }
+  const c10::Device device = collective_device(comm, model_device);
   const at::TensorOptions on = at::TensorOptions().device(device);
   const at::Tensor length = at::full({1}, static_cast<int64_t>(text.size()), on.dtype(at::kLong));
   at::Tensor lengths = at::empty({ranks}, on.dtype(at::kLong));
@@ -102,10 +112,56 @@ std::vector<std::string> all_gather_strings(launch::Communicator& comm, const st
   return texts;
 }
 
+// The dp x tp mesh as one group, for the few exchanges that must reach every rank (agreement, piece tables) without
+// a world communicator: a gather over the tp group, then of the tp groups' results over the dp group (which holds
+// one rank of every tp group), so every rank ends with every rank's text, by world rank (dp_rank * tp + tp_rank).
+struct World {
+  launch::Communicator& dp;
+  launch::Communicator& tp;
+  c10::Device device;  // the model's
+  int rank() const { return dp.rank() * tp.size() + tp.rank(); }
+  int size() const { return dp.size() * tp.size(); }
+};
+
+std::string join_lengths_prefixed(const std::vector<std::string>& texts) {
+  std::string joined;
+  for (const std::string& text : texts) {
+    joined += std::to_string(text.size()) + ":" + text;
+  }
+  return joined;
+}
+std::vector<std::string> split_lengths_prefixed(const std::string& joined) {
+  std::vector<std::string> texts;
+  size_t at = 0;
+  while (at < joined.size()) {
+    const size_t colon = joined.find(':', at);
+    const size_t length = std::stoul(joined.substr(at, colon - at));
+    texts.push_back(joined.substr(colon + 1, length));
+    at = colon + 1 + length;
+  }
+  return texts;
+}
+
+std::vector<std::string> all_gather_strings(const World& world, const std::string& text) {
+  if (world.tp.size() == 1) {
+    return all_gather_strings(world.dp, text, world.device);
+  }
+  const std::vector<std::string> group = all_gather_strings(world.tp, text, world.device);
+  if (world.dp.size() == 1) {
+    return group;
+  }
+  std::vector<std::string> all;
+  for (const std::string& groups : all_gather_strings(world.dp, join_lengths_prefixed(group), world.device)) {
+    for (std::string& one : split_lengths_prefixed(groups)) {
+      all.push_back(std::move(one));
+    }
+  }
+  return all;
+}
+
 // Throws IoError on every rank when any rank's `error` is not empty: this rank's own, or the first failed rank's.
-void agree_or_throw(launch::Communicator& comm, const std::string& error, const c10::Device& device,
-                    const std::string& what) {
-  const std::vector<std::string> errors = all_gather_strings(comm, error, device);
+void agree_or_throw(const World& world, const std::string& error, const std::string& what) {
+  const std::vector<std::string> errors = all_gather_strings(world, error);
   if (!error.empty()) {
     throw IoError(error);
   }
@@ -116,14 +172,41 @@ void agree_or_throw(launch::Communicator& comm, const std::string& error, const 
   }
 }
 
-void check_mesh(const launch::Communicator& comm, FlatAdamW& optimizer) {
-  if (optimizer.comm().size() != comm.size() || optimizer.comm().rank() != comm.rank() ||
-      optimizer.layout().shards != comm.size()) {
+void check_mesh(const launch::Communicator& dp, FlatAdamW& optimizer) {
+  if (optimizer.comm().size() != dp.size() || optimizer.comm().rank() != dp.rank() ||
+      optimizer.layout().shards != dp.size()) {
     throw Error(fmt::format(
         "Checkpointer: the optimizer's data-parallel group (rank {} of {}, {} shards) is not the checkpointer's "
         "(rank {} of {})",
-        optimizer.comm().rank(), optimizer.comm().size(), optimizer.layout().shards, comm.rank(), comm.size()));
+        optimizer.comm().rank(), optimizer.comm().size(), optimizer.layout().shards, dp.rank(), dp.size()));
   }
+}
+
+// How parameter `name` is laid out over a tensor-parallel group of `tp` ranks: the dimension cut into `parts`
+// chunks, or -1 and 1 part (whole on every rank, or a group of one).
+struct Split {
+  int64_t dim = -1;
+  int64_t parts = 1;
+};
+Split split_of(const ParameterSplits& splits, const std::string& name, int64_t tp) {
+  const auto found = splits.find(name);
+  if (found == splits.end() || !found->second.split() || tp == 1) {
+    return {};
+  }
+  return {found->second.dim, tp};
+}
+
+// The full shape of a parameter whose tensor-parallel-local shape is `local`.
+std::vector<int64_t> full_shape(const std::string& name, std::vector<int64_t> local, const Split& split) {
+  if (split.parts == 1) {
+    return local;
+  }
+  if (split.dim >= static_cast<int64_t>(local.size())) {
+    throw Error(fmt::format("Checkpointer: parameter {} of shape [{}] is split along dimension {}, which it lacks",
+                            name, fmt::join(local, ", "), split.dim));
+  }
+  local[static_cast<size_t>(split.dim)] *= split.parts;
+  return local;
 }
 
 // ---- Writing ---------------------------------------------------------------------------------------------------
@@ -146,28 +229,40 @@ nlohmann::json write_piece(data::h5::File& file, const std::string& tensor, cons
           {"end", begin + t.numel()}, {"dataset", dataset_name}, {"sha256", sha256_of(t)}};
 }
 
-// This rank's share of the checkpoint: its shard of every bucket (parameter values and both moments); rank 0 adds
-// the generators' states. The Trainer reseeds the generators before every step (dropout's masks derive from the
-// seed, the rank and the step), so its steps do not depend on these; they restore the generators as they were for
-// anything drawn between steps.
-nlohmann::json write_rank_file(data::h5::File& file, FlatAdamW& optimizer, const std::string& file_name, int rank) {
+// This rank's share of the checkpoint: its shard of every bucket (parameter values and both moments) of the
+// parameters split over the tensor-parallel group (its chunk of them, part `tp_rank`) and, on tp rank 0, of the
+// replicated ones; world rank 0 adds the generators' states. The Trainer reseeds the generators before every step
+// (dropout's masks derive from the seed, the rank and the step), so its steps do not depend on these; they restore
+// the generators as they were for anything drawn between steps.
+nlohmann::json write_rank_file(data::h5::File& file, FlatAdamW& optimizer, const std::string& file_name,
+                               const World& world, const ParameterSplits& splits) {
   nlohmann::json pieces = nlohmann::json::array();
   const FlatLayout& layout = optimizer.layout();
+  const int tp_rank = world.tp.rank();
   for (const StateSlice& slice : optimizer.written_slices()) {
     const std::string& name = layout.params[static_cast<size_t>(slice.param)].name;
+    const bool split = split_of(splits, name, world.tp.size()).parts > 1;
+    if (!split && tp_rank != 0) {
+      continue;  // tp rank 0 writes it, and this rank holds the same bits
+    }
     const std::string at = fmt::format("{}/{}", name, slice.begin);
+    const size_t first = pieces.size();
     pieces.push_back(write_piece(file, "params/" + name, "/params/" + at, slice.value, slice.begin, file_name));
     pieces.push_back(write_piece(file, "optim/" + name + "/exp_avg", "/optim/" + at + "/exp_avg", slice.exp_avg,
                                  slice.begin, file_name));
     pieces.push_back(write_piece(file, "optim/" + name + "/exp_avg_sq", "/optim/" + at + "/exp_avg_sq",
                                  slice.exp_avg_sq, slice.begin, file_name));
+    for (size_t i = first; i < pieces.size(); ++i) {
+      pieces[i]["part"] = split ? tp_rank : 0;
+    }
   }
-  if (rank == 0) {
+  if (world.rank() == 0) {
     const c10::Device device = optimizer.parameters().front().tensor.device();
     const auto write = [&](at::Generator generator, const std::string& name) {
       const std::lock_guard<std::mutex> lock(generator.mutex());
       const at::Tensor state = generator.get_state();
       nlohmann::json piece = write_piece(file, name, "/" + name, state, 0, file_name);
+      piece["part"] = 0;
       piece["shape"] = state.sizes().vec();
       piece["dtype"] = "uint8";
       pieces.push_back(std::move(piece));
@@ -183,9 +278,11 @@ nlohmann::json write_rank_file(data::h5::File& file, FlatAdamW& optimizer, const
 
 // ---- metadata.json ---------------------------------------------------------------------------------------------
 
-// One stored piece of a tensor: elements [begin, end) of it flattened, in dataset `dataset` of `file`.
+// One stored piece of a tensor: elements [begin, end) of part `part` of it (of the tensor whole when it has one
+// part), flattened, in dataset `dataset` of `file`.
 struct Piece {
   std::string file;
+  int64_t part = 0;
   int64_t begin = 0;
   int64_t end = 0;
   std::string dataset;
@@ -193,10 +290,12 @@ struct Piece {
   std::vector<int64_t> shape;  // the dataset's: [end - begin], or the tensor's (versions 1, 2); empty: any
 };
 struct TensorRecord {
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // full
   std::string dtype;
-  std::vector<Piece> pieces;  // by begin, covering [0, numel) once
+  Split split;                // versions 1 to 3: one part
+  std::vector<Piece> pieces;  // by part, then begin, covering each part's [0, part_numel()) once
   int64_t numel() const { return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>()); }
+  int64_t part_numel() const { return numel() / split.parts; }
 };
 struct Metadata {
   std::string path;
@@ -209,28 +308,46 @@ struct Metadata {
   std::map<std::string, int64_t> optimizer_steps;  // version 2: per parameter
 };
 
-// Throws IoError naming `path` unless the pieces of `name`, sorted, cover [0, numel) exactly once, each in a file
-// of the checkpoint's directory.
+// Throws IoError naming `path` unless the split of `name` cuts its shape into equal parts and the pieces of `name`,
+// sorted, cover each part's [0, part_numel) exactly once, each in a file of the checkpoint's directory.
 void check_coverage(const std::string& path, const std::string& name, TensorRecord& record) {
+  const Split& split = record.split;
+  const int64_t rank = static_cast<int64_t>(record.shape.size());
+  if (split.parts < 1 || (split.parts > 1 && (split.dim < 0 || split.dim >= rank ||
+                                              record.shape[static_cast<size_t>(split.dim)] % split.parts != 0))) {
+    throw IoError(fmt::format("[ckpt] {}: tensor {} of shape [{}] is split along dimension {} into {} parts", path,
+                              name, fmt::join(record.shape, ", "), split.dim, split.parts));
+  }
   std::sort(record.pieces.begin(), record.pieces.end(),
-            [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
-  int64_t next = 0;
-  bool covered = true;
+            [](const Piece& a, const Piece& b) { return std::pair(a.part, a.begin) < std::pair(b.part, b.begin); });
   for (const Piece& piece : record.pieces) {
     if (piece.file.empty() || fs::path(piece.file).filename().string() != piece.file) {
       throw IoError(fmt::format("[ckpt] {}: tensor {} has a piece in \"{}\", not a file of the checkpoint", path, name,
                                 piece.file));
     }
-    covered = covered && piece.begin == next && piece.end > piece.begin;
-    next = piece.end;
-  }
-  if (!covered || next != record.numel()) {
-    std::vector<std::string> ranges;
-    for (const Piece& piece : record.pieces) {
-      ranges.push_back(fmt::format("[{}, {})", piece.begin, piece.end));
+    if (piece.part < 0 || piece.part >= split.parts) {
+      throw IoError(fmt::format("[ckpt] {}: tensor {} has a piece of part {}, but {} part(s)", path, name, piece.part,
+                                split.parts));
     }
-    throw IoError(fmt::format("[ckpt] {}: the pieces of tensor {} ({}) do not cover its {} elements once", path, name,
-                              fmt::join(ranges, " "), record.numel()));
+  }
+  auto piece = record.pieces.begin();
+  for (int64_t part = 0; part < split.parts; ++part) {
+    const auto first = piece;
+    int64_t next = 0;
+    bool covered = true;
+    for (; piece != record.pieces.end() && piece->part == part; ++piece) {
+      covered = covered && piece->begin == next && piece->end > piece->begin;
+      next = piece->end;
+    }
+    if (!covered || next != record.part_numel()) {
+      std::vector<std::string> ranges;
+      for (auto p = first; p != piece; ++p) {
+        ranges.push_back(fmt::format("[{}, {})", p->begin, p->end));
+      }
+      const std::string which = split.parts == 1 ? "" : fmt::format(" (part {} of {})", part, split.parts);
+      throw IoError(fmt::format("[ckpt] {}: the pieces of tensor {}{} ({}) do not cover its {} elements once", path,
+                                name, which, fmt::join(ranges, " "), record.part_numel()));
+    }
   }
 }
 
@@ -263,11 +380,15 @@ Metadata read_metadata(const fs::path& step_dir) {
         throw IoError(
             fmt::format("[ckpt] {}: tensor {} has dtype {}, not float32 or uint8", metadata.path, name, stored.dtype));
       }
+      if (metadata.version >= 4) {
+        stored.split = {record.at("split").at("dim").get<int64_t>(), record.at("split").at("parts").get<int64_t>()};
+      }
       if (metadata.version >= 3) {
         for (const auto& piece : record.at("pieces")) {
           const int64_t begin = piece.at("begin").get<int64_t>();
           const int64_t end = piece.at("end").get<int64_t>();
           stored.pieces.push_back({piece.at("file").get<std::string>(),
+                                   metadata.version >= 4 ? piece.at("part").get<int64_t>() : 0,
                                    begin,
                                    end,
                                    piece.at("dataset").get<std::string>(),
@@ -276,7 +397,7 @@ Metadata read_metadata(const fs::path& step_dir) {
         }
       } else {
         // Versions 1 and 2: the tensor whole, in the dataset of its name.
-        stored.pieces.push_back({record.at("file").get<std::string>(), 0, stored.numel(), "/" + name,
+        stored.pieces.push_back({record.at("file").get<std::string>(), 0, 0, stored.numel(), "/" + name,
                                  metadata.version >= 2 ? record.at("sha256").get<std::string>() : "", stored.shape});
       }
       check_coverage(metadata.path, name, stored);
@@ -380,13 +501,15 @@ const TensorRecord& record_of(const Metadata& metadata, const std::string& name)
   return found->second;
 }
 
-// Elements [lo, hi) of tensor `name`, flattened, from the pieces that overlap them (each read whole and verified).
-at::Tensor read_range(PieceReader& reader, const Metadata& metadata, const std::string& name, int64_t lo, int64_t hi) {
+// Elements [lo, hi) of part `part` of tensor `name`, flattened, from the pieces that overlap them (each read whole
+// and verified).
+at::Tensor read_part_range(PieceReader& reader, const Metadata& metadata, const std::string& name, int64_t part,
+                           int64_t lo, int64_t hi) {
   const TensorRecord& record = record_of(metadata, name);
   const at::ScalarType dtype = record.dtype == "uint8" ? at::kByte : at::kFloat;
   at::Tensor out = at::empty({hi - lo}, at::TensorOptions().dtype(dtype));
   for (const Piece& piece : record.pieces) {
-    if (piece.end <= lo || piece.begin >= hi) {
+    if (piece.part != part || piece.end <= lo || piece.begin >= hi) {
       continue;
     }
     const at::Tensor data = reader.read(piece, dtype);
@@ -397,15 +520,93 @@ at::Tensor read_range(PieceReader& reader, const Metadata& metadata, const std::
   return out;
 }
 
-// Tensor `name` whole, checked to have the shape `expected` (ConfigError: the model differs).
-at::Tensor read_shaped(PieceReader& reader, const Metadata& metadata, const std::string& name,
-                       const std::vector<int64_t>& expected) {
-  const TensorRecord& record = record_of(metadata, name);
-  if (record.shape != expected) {
-    throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", metadata.path, name,
-                                  fmt::join(record.shape, ", "), fmt::join(expected, ", ")));
+int64_t product(std::span<const int64_t> dims) {
+  return std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<>());
+}
+
+// A tensor viewed as [outer, extent, inner] around the dimension it is split along: chunk k of `parts` is rows
+// [k * rows(), (k + 1) * rows()) of the middle dimension, and its flat index i is (a * rows() + x) * inner + b.
+// A tensor in one part is [1, numel, 1].
+struct Chunking {
+  int64_t outer = 1;
+  int64_t extent = 1;
+  int64_t inner = 1;
+  int64_t parts = 1;
+  int64_t rows() const { return extent / parts; }
+  // Where chunk k starts within one outer slice of the full tensor, flat.
+  int64_t chunk_offset(int64_t k) const { return k * rows() * inner; }
+  bool operator==(const Chunking&) const = default;
+};
+
+Chunking chunking(const std::vector<int64_t>& shape, const Split& split) {
+  if (split.parts == 1) {
+    return {.extent = product(shape)};
   }
-  return read_range(reader, metadata, name, 0, record.numel());
+  const auto dim = static_cast<size_t>(split.dim);
+  const std::span<const int64_t> dims(shape);
+  return {.outer = product(dims.first(dim)),
+          .extent = shape[dim],
+          .inner = product(dims.subspan(dim + 1)),
+          .parts = split.parts};
+}
+
+// The piece of a float32 tensor one rank needs: elements [lo, hi) of its chunk `chunk` of `chunking` (the current
+// mesh's) of the tensor whose full shape is `shape`, flattened.
+struct Wanted {
+  std::vector<int64_t> shape;
+  Chunking chunking;
+  int64_t chunk = 0;
+  int64_t lo = 0;
+  int64_t hi = 0;
+};
+
+// What `wanted` asks of tensor `name`, from the stored pieces that hold any element of it (each read whole and
+// verified), whatever the split the checkpoint was written with. ConfigError when the full shapes differ.
+at::Tensor read_wanted(PieceReader& reader, const Metadata& metadata, const std::string& name, const Wanted& wanted) {
+  const TensorRecord& record = record_of(metadata, name);
+  if (record.shape != wanted.shape) {
+    throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", metadata.path, name,
+                                  fmt::join(record.shape, ", "), fmt::join(wanted.shape, ", ")));
+  }
+  const Chunking stored = chunking(record.shape, record.split);
+  if (stored == wanted.chunking) {
+    return read_part_range(reader, metadata, name, wanted.chunk, wanted.lo, wanted.hi);
+  }
+  at::Tensor out = at::empty({wanted.hi - wanted.lo}, at::kFloat);
+  if (wanted.hi == wanted.lo) {
+    return out;
+  }
+  // Every wanted element's flat index in the full tensor, then its stored part and its flat index in that part
+  // (both maps keep the order, so each part's indices come out sorted).
+  const Chunking& w = wanted.chunking;
+  const at::Tensor local = at::arange(wanted.lo, wanted.hi, at::kLong);
+  const at::Tensor full = at::div(local, w.rows() * w.inner, "floor") * (w.extent * w.inner) +
+                          w.chunk_offset(wanted.chunk) + at::remainder(local, w.rows() * w.inner);
+  const at::Tensor within = at::remainder(full, stored.extent * stored.inner);  // (y * inner + b), y the row
+  const at::Tensor part = at::div(within, stored.rows() * stored.inner, "floor");
+  const at::Tensor index = at::div(full, stored.extent * stored.inner, "floor") * (stored.rows() * stored.inner) +
+                           within - part * (stored.rows() * stored.inner);
+  for (int64_t k = 0; k < stored.parts; ++k) {
+    const at::Tensor positions = (part == k).nonzero().reshape({-1});
+    if (positions.numel() == 0) {
+      continue;
+    }
+    const at::Tensor in_part = index.index_select(0, positions);
+    for (const Piece& piece : record.pieces) {
+      if (piece.part != k) {
+        continue;
+      }
+      const int64_t from = at::searchsorted(in_part, piece.begin).item<int64_t>();
+      const int64_t to = at::searchsorted(in_part, piece.end).item<int64_t>();
+      if (from == to) {
+        continue;
+      }
+      const at::Tensor data = reader.read(piece, at::kFloat);
+      out.index_copy_(0, positions.narrow(0, from, to - from),
+                      data.index_select(0, in_part.narrow(0, from, to - from) - piece.begin));
+    }
+  }
+  return out;
 }
 
 // Whether the checkpoint has tensor `name`: recorded (version 2 and later), or in rank 0's file (version 1, whose
@@ -421,14 +622,14 @@ bool has_tensor(PieceReader& reader, const Metadata& metadata, const std::string
 at::Tensor read_rng(PieceReader& reader, const Metadata& metadata, const std::string& name) {
   const auto found = metadata.tensors.find(name);
   if (found == metadata.tensors.end()) {  // version 1: unrecorded, whatever rank 0's file holds
-    return reader.read({rank_file(0), 0, 0, "/" + name, "", {}}, at::kByte);
+    return reader.read({rank_file(0), 0, 0, 0, "/" + name, "", {}}, at::kByte);
   }
-  return read_range(reader, metadata, name, 0, found->second.numel());
+  return read_part_range(reader, metadata, name, 0, 0, found->second.numel());
 }
 
 // Everything a checkpoint restores, read and verified before any of it is.
 struct Stored {
-  std::vector<at::Tensor> params;  // per parameter, flattened, on the CPU
+  std::vector<at::Tensor> params;  // per parameter, this rank's chunk of it flattened, on the CPU
   // Per held slice: its range of the moments; undefined where the checkpoint has no state (versions 1 and 2, a
   // parameter that had not been stepped).
   std::vector<at::Tensor> exp_avg;
@@ -437,32 +638,48 @@ struct Stored {
   std::vector<std::pair<std::string, at::Tensor>> rng;  // "rng/cpu", "rng/cuda"
 };
 
+// A parameter as the current mesh lays it out: its full shape and which chunk of it this rank holds.
+struct ParamLayout {
+  std::string name;
+  std::vector<int64_t> shape;  // full
+  Chunking chunking;
+  int64_t chunk = 0;
+  int64_t numel = 0;  // of the chunk
+  Wanted range(int64_t lo, int64_t hi) const { return {shape, chunking, chunk, lo, hi}; }
+};
+
+std::vector<ParamLayout> param_layouts(const FlatLayout& layout, const ParameterSplits& splits, int64_t tp_rank,
+                                       int64_t tp_size) {
+  std::vector<ParamLayout> params;
+  for (const FlatParam& param : layout.params) {
+    const Split split = split_of(splits, param.name, tp_size);
+    std::vector<int64_t> shape = full_shape(param.name, param.shape, split);
+    const Chunking chunks = chunking(shape, split);
+    params.push_back({param.name, std::move(shape), chunks, split.parts > 1 ? tp_rank : 0, param.numel});
+  }
+  return params;
+}
+
 std::vector<at::Tensor> read_params(PieceReader& reader, const Metadata& metadata,
-                                    const std::vector<std::pair<std::string, std::vector<int64_t>>>& params) {
+                                    const std::vector<ParamLayout>& params) {
   std::vector<at::Tensor> out;
-  for (const auto& [name, shape] : params) {
-    out.push_back(read_shaped(reader, metadata, "params/" + name, shape));
+  for (const ParamLayout& param : params) {
+    out.push_back(read_wanted(reader, metadata, "params/" + param.name, param.range(0, param.numel)));
   }
   return out;
 }
 
 // The optimizer state of the ranges this rank holds, and the step count.
 void read_optimizer(PieceReader& reader, const Metadata& metadata, const FlatLayout& layout,
-                    const std::vector<StateSlice>& held, Stored& stored) {
+                    const std::vector<ParamLayout>& params, const std::vector<StateSlice>& held, Stored& stored) {
   for (const StateSlice& slice : held) {
-    const FlatParam& param = layout.params[static_cast<size_t>(slice.param)];
+    const ParamLayout& param = params[static_cast<size_t>(slice.param)];
     const std::string group = "optim/" + param.name;
     at::Tensor exp_avg;
     at::Tensor exp_avg_sq;
     if (metadata.version >= 3 || has_tensor(reader, metadata, group + "/exp_avg")) {
-      for (const auto& [suffix, out] : {std::pair{"/exp_avg", &exp_avg}, std::pair{"/exp_avg_sq", &exp_avg_sq}}) {
-        const TensorRecord& record = record_of(metadata, group + suffix);
-        if (record.shape != param.shape) {
-          throw ConfigError(fmt::format("[ckpt] {}: {} has shape [{}], the model expects [{}]", metadata.path,
-                                        group + suffix, fmt::join(record.shape, ", "), fmt::join(param.shape, ", ")));
-        }
-        *out = read_range(reader, metadata, group + suffix, slice.begin, slice.end);
-      }
+      exp_avg = read_wanted(reader, metadata, group + "/exp_avg", param.range(slice.begin, slice.end));
+      exp_avg_sq = read_wanted(reader, metadata, group + "/exp_avg_sq", param.range(slice.begin, slice.end));
     }
     stored.exp_avg.push_back(exp_avg);
     stored.exp_avg_sq.push_back(exp_avg_sq);
@@ -544,7 +761,15 @@ std::string latest_name(const fs::path& dir) {
 }  // namespace
 
 Checkpointer::Checkpointer(fs::path dir, int64_t keep, launch::Communicator& dp)
-    : dir_(std::move(dir)), keep_(keep), comm_(dp) {}
+    : dir_(std::move(dir)),
+      keep_(keep),
+      own_tp_(std::make_unique<launch::LocalCommunicator>()),
+      dp_(dp),
+      tp_(*own_tp_) {}
+
+Checkpointer::Checkpointer(fs::path dir, int64_t keep, launch::Communicator& dp, launch::Communicator& tp,
+                           ParameterSplits splits)
+    : dir_(std::move(dir)), keep_(keep), dp_(dp), tp_(tp), splits_(std::move(splits)) {}
 
 bool Checkpointer::is_complete(const fs::path& step_dir) {
   std::error_code ignored;
@@ -554,15 +779,15 @@ bool Checkpointer::is_complete(const fs::path& step_dir) {
 SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, const TrainConfig& config,
                               const DatasetIdentity& dataset) {
   const auto start = Clock::now();
-  check_mesh(comm_, optimizer);
-  const int rank = comm_.rank();
-  const c10::Device device = collective_device(comm_, optimizer.parameters().front().tensor.device());
+  check_mesh(dp_, optimizer);
+  const World world{dp_, tp_, optimizer.parameters().front().tensor.device()};
+  const int rank = world.rank();
   const fs::path step_dir = dir_ / step_name(state.step);
   const fs::path replacement = step_dir.string() + ".new";
   const std::string what = fmt::format("saving step {} to {}", state.step, step_dir.string());
 
-  // Rank 0 readies the directory. One there without metadata is a crashed attempt at this step; a complete one is
-  // replaced only after the new one is whole (below), so a failure now never destroys it.
+  // World rank 0 readies the directory. One there without metadata is a crashed attempt at this step; a complete
+  // one is replaced only after the new one is whole (below), so a failure now never destroys it.
   std::string error;
   int64_t replacing = 0;
   if (rank == 0) {
@@ -578,12 +803,16 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
       error = fmt::format("[ckpt] {}: cannot make the step directory: {}", step_dir.string(), e.what());
     }
   }
-  agree_or_throw(comm_, error, device, what);
-  if (comm_.size() > 1) {
-    at::Tensor flag = at::full({1}, replacing, at::TensorOptions().dtype(at::kLong).device(device));
-    comm_.broadcast(flag, 0);
-    replacing = flag.cpu().item<int64_t>();
+  // The others learn from rank 0 whether it failed, or else whether it is replacing a complete checkpoint.
+  std::string outcome;
+  if (rank == 0) {
+    outcome = error.empty() ? std::to_string(replacing) : "E" + error;
   }
+  const std::string prepared = all_gather_strings(world, outcome).front();
+  if (prepared.starts_with("E")) {
+    throw IoError(rank == 0 ? error : fmt::format("[ckpt] {}: rank 0 failed: {}", what, prepared.substr(1)));
+  }
+  replacing = prepared == "1" ? 1 : 0;
   const fs::path staging = replacing ? replacement : step_dir;
 
   // Every rank writes its file at once, under a temporary name.
@@ -594,7 +823,7 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
     nlohmann::json pieces;
     {
       data::h5::File file = data::h5::File::create(temporary, /*overwrite=*/true);
-      pieces = write_rank_file(file, optimizer, file_name, rank);
+      pieces = write_rank_file(file, optimizer, file_name, world, splits_);
     }
     data::fsync_file(temporary);
     fs::rename(temporary, staging / file_name);
@@ -607,7 +836,7 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
   }
   // The ranks agree on whether every file is there and rank 0 learns what each holds, in one exchange: every rank
   // sends its piece table, or its error.
-  const std::vector<std::string> tables = all_gather_strings(comm_, error.empty() ? table.dump() : "E" + error, device);
+  const std::vector<std::string> tables = all_gather_strings(world, error.empty() ? table.dump() : "E" + error);
   const auto failed = std::find_if(tables.begin(), tables.end(), [](const std::string& t) { return t[0] == 'E'; });
   if (failed != tables.end()) {
     if (rank == 0) {
@@ -630,9 +859,14 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
     try {
       nlohmann::json tensors = nlohmann::json::object();
       for (const FlatParam& param : optimizer.layout().params) {
+        const Split split = split_of(splits_, param.name, tp_.size());
+        const std::vector<int64_t> shape = full_shape(param.name, param.shape, split);
         for (const std::string& name :
              {"params/" + param.name, "optim/" + param.name + "/exp_avg", "optim/" + param.name + "/exp_avg_sq"}) {
-          tensors[name] = {{"shape", param.shape}, {"dtype", "float32"}, {"pieces", nlohmann::json::array()}};
+          tensors[name] = {{"shape", shape},
+                           {"dtype", "float32"},
+                           {"split", {{"dim", split.dim}, {"parts", split.parts}}},
+                           {"pieces", nlohmann::json::array()}};
         }
       }
       for (const std::string& text : tables) {
@@ -641,7 +875,10 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
           const std::string name = piece.at("tensor").get<std::string>();
           piece.erase("tensor");
           if (piece.contains("shape")) {  // the generators' states: rank 0 says what they are
-            tensors[name] = {{"shape", piece["shape"]}, {"dtype", piece["dtype"]}, {"pieces", nlohmann::json::array()}};
+            tensors[name] = {{"shape", piece["shape"]},
+                             {"dtype", piece["dtype"]},
+                             {"split", {{"dim", -1}, {"parts", 1}}},
+                             {"pieces", nlohmann::json::array()}};
             piece.erase("shape");
             piece.erase("dtype");
           }
@@ -650,8 +887,10 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
       }
       for (auto& [name, record] : tensors.items()) {
         auto& pieces = record.at("pieces");
-        std::sort(pieces.begin(), pieces.end(),
-                  [](const nlohmann::json& a, const nlohmann::json& b) { return a.at("begin") < b.at("begin"); });
+        std::sort(pieces.begin(), pieces.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+          return std::pair(a.at("part").get<int64_t>(), a.at("begin").get<int64_t>()) <
+                 std::pair(b.at("part").get<int64_t>(), b.at("begin").get<int64_t>());
+        });
       }
       const nlohmann::json metadata = {
           {"format", kFormat},
@@ -660,11 +899,11 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
           {"tokens_seen", state.tokens_seen},
           {"loader_position", state.loader_position},
           {"mesh",
-           {{"world_size", comm_.size()},
-            {"dp", comm_.size()},
-            {"tp", 1},
+           {{"world_size", world.size()},
+            {"dp", dp_.size()},
+            {"tp", tp_.size()},
             {"zero", optimizer.zero() ? 1 : 0},
-            {"writers", comm_.size()}}},
+            {"writers", world.size()}}},
           {"dataset",
            {{"tokenizer", dataset.tokenizer},
             {"tokenizer_sha256", dataset.tokenizer_sha256},
@@ -709,11 +948,11 @@ SaveReport Checkpointer::save(const TrainingState& state, FlatAdamW& optimizer, 
       }
     }
   }
-  agree_or_throw(comm_, error, device, what);
+  agree_or_throw(world, error, what);
   report.seconds = seconds_since(start);
   if (rank == 0) {
     spdlog::info("[ckpt] saved step {} to {} ({:.1f} MiB from {} rank(s) in {:.2f} s)", state.step, step_dir.string(),
-                 static_cast<double>(report.bytes_all_ranks) / (1 << 20), comm_.size(), report.seconds);
+                 static_cast<double>(report.bytes_all_ranks) / (1 << 20), world.size(), report.seconds);
   }
   return report;
 }
@@ -752,17 +991,27 @@ TrainConfig Checkpointer::stored_config(const fs::path& checkpoint) {
 }
 
 void Checkpointer::load_weights(const fs::path& checkpoint, model::Gpt& model) {
+  std::vector<NamedParameter> parameters;
+  for (const auto& item : model.named_parameters()) {
+    parameters.push_back({item.key(), item.value()});
+  }
+  load_weights(checkpoint, parameters);
+}
+
+void Checkpointer::load_weights(const fs::path& checkpoint, const std::vector<NamedParameter>& parameters) {
   const Metadata metadata = read_metadata(checkpoint);
   PieceReader reader(checkpoint, metadata);
-  std::vector<std::pair<std::string, std::vector<int64_t>>> params;
-  for (const auto& item : model.named_parameters()) {
-    params.emplace_back(item.key(), item.value().sizes().vec());
+  std::vector<at::Tensor> stored;
+  for (const NamedParameter& parameter : parameters) {
+    const std::vector<int64_t> shape = parameter.tensor.sizes().vec();
+    const int64_t numel = parameter.tensor.numel();
+    stored.push_back(
+        read_wanted(reader, metadata, "params/" + parameter.name, {shape, chunking(shape, {}), 0, 0, numel}));
   }
-  const std::vector<at::Tensor> stored = read_params(reader, metadata, params);
   const c10::NoGradGuard no_grad;
-  size_t i = 0;
-  for (auto& item : model.named_parameters()) {
-    item.value().copy_(stored[i++].view(item.value().sizes()));
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    at::Tensor value = parameters[i].tensor;
+    value.copy_(stored[i].view(value.sizes()));
   }
 }
 
@@ -771,7 +1020,9 @@ void Checkpointer::verify_weights(const fs::path& checkpoint) {
   PieceReader reader(checkpoint, metadata);
   for (const auto& [name, record] : metadata.tensors) {
     if (name.starts_with("params/")) {
-      read_range(reader, metadata, name, 0, record.numel());
+      for (const Piece& piece : record.pieces) {
+        reader.read(piece, at::kFloat);
+      }
     }
   }
 }
@@ -779,8 +1030,9 @@ void Checkpointer::verify_weights(const fs::path& checkpoint) {
 TrainingState Checkpointer::load(const fs::path& checkpoint, FlatAdamW& optimizer, const TrainConfig& config,
                                  const DatasetIdentity& dataset, LoadReport* report) {
   const auto start = Clock::now();
-  check_mesh(comm_, optimizer);
+  check_mesh(dp_, optimizer);
   const c10::Device device = optimizer.parameters().front().tensor.device();
+  const World world{dp_, tp_, device};
   std::vector<StateSlice> held = optimizer.held_slices();
   // Every rank reads and verifies what it needs on its own; then they agree, so that none restores what another
   // could not read. The outcome ranks as: 0 another model or dataset (fatal everywhere), 1 unreadable, 2 corrupt
@@ -804,12 +1056,9 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, FlatAdamW& optimize
           fmt::format("[ckpt] {} was written for another model or dataset: {}", checkpoint.string(), differences));
     }
     PieceReader reader(checkpoint, metadata);
-    std::vector<std::pair<std::string, std::vector<int64_t>>> params;
-    for (const FlatParam& param : optimizer.layout().params) {
-      params.emplace_back(param.name, param.shape);
-    }
+    const std::vector<ParamLayout> params = param_layouts(optimizer.layout(), splits_, tp_.rank(), tp_.size());
     stored.params = read_params(reader, metadata, params);
-    read_optimizer(reader, metadata, optimizer.layout(), held, stored);
+    read_optimizer(reader, metadata, optimizer.layout(), params, held, stored);
     read_rng_states(reader, metadata, device, stored);
     bytes = reader.bytes();
   } catch (const ConfigError&) {
@@ -822,7 +1071,7 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, FlatAdamW& optimize
     failure = std::current_exception();
     outcome = 1;
   }
-  if (comm_.size() > 1) {
+  if (world.size() > 1) {
     std::string mine;
     if (failure) {
       try {
@@ -831,7 +1080,7 @@ TrainingState Checkpointer::load(const fs::path& checkpoint, FlatAdamW& optimize
         mine = std::to_string(outcome) + e.what();
       }
     }
-    const std::vector<std::string> outcomes = all_gather_strings(comm_, mine, collective_device(comm_, device));
+    const std::vector<std::string> outcomes = all_gather_strings(world, mine);
     int worst = outcome;
     size_t worst_rank = 0;
     for (size_t r = 0; r < outcomes.size(); ++r) {

@@ -157,7 +157,8 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     evaluator_ = std::make_unique<Evaluator>(std::move(val_data), config_.eval.batches, *data_parallel_);
   }
   train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, config_, *data_parallel_);
-  checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_);
+  checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_,
+                                                 mesh_->tp(), model_->parameter_splits());
 
   if (config_.monitoring.jsonl && process.rank == 0) {
     metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));

@@ -1,5 +1,5 @@
-// Run by CTest under `mpiexec -n 4`: sharded checkpoints (format 3) written by 4 ranks with ZeRO-1 and buckets small
-// enough that parameters straddle shard boundaries, after a few real optimizer steps (gradients reduce-scattered
+// Run by CTest under `mpiexec -n 4`: sharded checkpoints (format 4, tp 1) written by 4 ranks with ZeRO-1 and buckets
+// small enough that parameters straddle shard boundaries, after a few real optimizer steps (gradients reduce-scattered
 // into each rank's shards, as the GradReducer does). The checkpoint loads into fresh models and optimizers on 1 rank
 // (rank 0 alone, the others waiting), 2 ranks (the world split into {0, 1} and {2, 3}, both loading at once) and 4
 // ranks, each with and without ZeRO-1 (on 4 ranks also with buckets of another size), and every parameter, every
@@ -153,7 +153,7 @@ void flip_byte(const fs::path& file, const std::string& dataset, uint64_t index)
 void expect_a_quarter_each(const fs::path& step_dir, int64_t numel) {
   SCOPED_TRACE(step_dir.string());
   const nlohmann::json json = nlohmann::json::parse(read_text(step_dir / "metadata.json"));
-  EXPECT_EQ(json["version"], 3);
+  EXPECT_EQ(json["version"], 4);
   EXPECT_EQ(json["mesh"]["dp"], kRanks);
   std::map<std::string, int64_t> element_bytes;  // per file, of the float32 tensors
   int64_t split = 0;                             // parameters with pieces in more than one file

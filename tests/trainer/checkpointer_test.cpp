@@ -1,13 +1,14 @@
-// Damaged checkpoints and how they are refused. One small run (checkpoints of steps 2 and 4, format 3, written by one
+// Damaged checkpoints and how they are refused. One small run (checkpoints of steps 2 and 4, format 4, written by one
 // rank: one piece per tensor) is trained once; each test damages a copy of it: a truncated rank file, a
 // metadata.json cut in half, not JSON, or with a piece table that leaves part of a tensor out, one flipped byte inside
 // a parameter, an optimizer moment or the RNG state (found with H5Dget_offset, so that tensor bytes change, not
 // HDF5's headers), a dataset of another tokenizer, a `latest` naming a missing or incomplete step, a save that fails.
 // Each must be a clear error naming the file with nothing restored, or under `--resume auto` a warning naming the
 // file and a resume from the checkpoint before it; never a crash or a silent fresh start. Also: rotation (`keep`),
-// `latest`, eval's fallback, the bytes save and load report, and checkpoints of versions 2 (one file, whole tensors)
-// and 1 (no checksums) still loading the same state. Tests use the Checkpointer API over a FlatAdamW on one rank
-// and the real `mlagpt` executable; tests/trainer/checkpointer_mpi_test.cpp covers several ranks and resharding.
+// `latest`, eval's fallback, the bytes save and load report, and checkpoints of versions 3 (no tensor-parallel
+// parts), 2 (one file, whole tensors) and 1 (no checksums) still loading the same state. Tests use the Checkpointer API
+// over a FlatAdamW on one rank and the real `mlagpt` executable; tests/trainer/checkpointer_mpi_test.cpp covers several
+// ranks and resharding.
 #include "trainer/checkpointer.h"
 
 #include <ATen/ops/equal.h>
@@ -514,6 +515,26 @@ void expect_same_state(mlagpt::trainer::FlatAdamW& a, mlagpt::trainer::FlatAdamW
 }
 
 }  // namespace
+
+// Version 3: format 4 without the tensor-parallel split of each tensor and the part of each piece.
+TEST_F(CheckpointerTest, Version3CheckpointLoadsTheSameState) {
+  Target v4(config(run(), 8), local_);
+  ASSERT_EQ(resume(v4, step(4).string()), 4);
+  ASSERT_GT(v4.optimizer->step_count(), 0);
+  auto json = nlohmann::json::parse(read_text(step(4) / "metadata.json"));
+  ASSERT_EQ(json["version"], 4);
+  json["version"] = 3;
+  for (auto& [name, record] : json["tensors"].items()) {
+    record.erase("split");
+    for (auto& piece : record["pieces"]) {
+      piece.erase("part");
+    }
+  }
+  write_text(step(4) / "metadata.json", json.dump(2));
+  Target v3(config(run(), 8), local_);
+  EXPECT_EQ(resume(v3, step(4).string()), 4);
+  expect_same_state(*v3.optimizer, *v4.optimizer);
+}
 
 // Version 2: one file, every tensor whole; it loads as one piece per tensor, checksums verified.
 TEST_F(CheckpointerTest, Version2CheckpointLoadsTheSameStateAndIsVerified) {
