@@ -3,13 +3,25 @@
 #include <fmt/format.h>
 
 #include "launch/error.h"
+#include "model/attention_core.h"
 
 namespace mlagpt::model {
 
-std::shared_ptr<Projection> Attention::add_projection(const std::string& name, int64_t in, int64_t out) {
+std::shared_ptr<Projection> Attention::add_projection(const std::string& name, int64_t in, int64_t out,
+                                                      TpLayout layout) {
   auto projection = register_module(name, std::make_shared<DenseLinear>(in, out, config_.bias));
   projections_[name] = projection;
+  add_projection_splits(splits_, name, layout, config_.bias);
   return projection;
+}
+
+at::Tensor Attention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                             double dropout) {
+  if (dropout == 0.0) {
+    return causal_attention(q, k, v, scale, 0.0);
+  }
+  const ShardedRngScope sharded(group_, q.device());
+  return causal_attention(q, k, v, scale, dropout);
 }
 
 std::shared_ptr<Projection> Attention::projection(const std::string& name) const {
@@ -21,6 +33,10 @@ std::shared_ptr<Projection> Attention::projection(const std::string& name) const
 }
 
 void Attention::replace_projection(const std::string& name, std::shared_ptr<Projection> replacement) {
+  if (group_.size() > 1) {
+    throw Error(fmt::format("replace_projection('{}'): compressed projections are not tensor-parallel (tp = {})", name,
+                            group_.size()));
+  }
   const auto current = projection(name);
   if (current->in_features() != replacement->in_features() || current->out_features() != replacement->out_features()) {
     throw Error(fmt::format("replace_projection('{}'): shape {}x{} != {}x{}", name, replacement->out_features(),
@@ -30,11 +46,11 @@ void Attention::replace_projection(const std::string& name, std::shared_ptr<Proj
   projections_[name] = std::move(replacement);
 }
 
-std::shared_ptr<Attention> make_attention(const ModelConfig& config) {
+std::shared_ptr<Attention> make_attention(const ModelConfig& config, const TensorParallel& group) {
   if (config.attention == AttentionKind::kMla) {
-    return std::make_shared<LatentAttention>(config);
+    return std::make_shared<LatentAttention>(config, group);
   }
-  return std::make_shared<StandardAttention>(config);
+  return std::make_shared<StandardAttention>(config, group);
 }
 
 }  // namespace mlagpt::model

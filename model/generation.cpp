@@ -63,6 +63,12 @@ int64_t sample_token(const at::Tensor& all_logits, const SamplingConfig& samplin
 std::vector<int64_t> generate(Gpt& model, const std::vector<int64_t>& prompt, const SamplingConfig& sampling,
                               const std::function<void(int64_t)>& on_token) {
   sampling.validate();
+  if (model.tensor_parallel().size() > 1) {
+    throw ConfigError(fmt::format(
+        "generate: the model is split over {} tensor-parallel ranks, and sampling runs in one process; load the "
+        "checkpoint (it reshards) into a model of one process",
+        model.tensor_parallel().size()));
+  }
   const int64_t block_size = model.config().block_size;
   if (prompt.empty()) {
     throw ConfigError("generate: the prompt is empty (give at least one token, e.g. the end-of-text token)");

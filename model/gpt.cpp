@@ -4,7 +4,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/dropout.h>
-#include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "launch/error.h"
+#include "model/vocab_parallel.h"
 
 namespace mlagpt::model {
 namespace {
@@ -31,11 +32,11 @@ bool ends_with(const std::string& text, std::string_view suffix) {
 
 }  // namespace
 
-Block::Block(const ModelConfig& config) {
+Block::Block(const ModelConfig& config, const TensorParallel& group) {
   norm1_ = register_module("norm1", make_norm(config.norm, config.n_embd, config.norm_eps, config.bias));
-  attn_ = register_module("attn", make_attention(config));
+  attn_ = register_module("attn", make_attention(config, group));
   norm2_ = register_module("norm2", make_norm(config.norm, config.n_embd, config.norm_eps, config.bias));
-  mlp_ = register_module("mlp", std::make_shared<Mlp>(config));
+  mlp_ = register_module("mlp", std::make_shared<Mlp>(config, group));
 }
 
 at::Tensor Block::forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode) {
@@ -50,19 +51,33 @@ Gpt::Gpt(ModelConfig config, const TensorParallel& group) : config_(std::move(co
         "model config: vocab_size is not set (0); the trainer sets it from the dataset, code that builds a model "
         "must set it");
   }
+  config_.validate_tensor_parallel(group_.size());
   const int64_t d = config_.n_embd;
-  wte_ = register_module("wte", std::make_shared<WeightHolder>(at::zeros({config_.vocab_size, d})))->weight_;
+  const int64_t rows = config_.vocab_size / group_.size();  // this rank's slice of the vocabulary
+  wte_ = register_module("wte", std::make_shared<WeightHolder>(at::zeros({rows, d})))->weight_;
+  splits_["wte.weight"] = {.dim = 0};
   if (config_.positions == PositionKind::kLearned) {
     wpe_ = register_module("wpe", std::make_shared<WeightHolder>(at::zeros({config_.block_size, d})))->weight_;
   }
   auto blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.n_layer; ++i) {
-    blocks_.push_back(std::make_shared<Block>(config_));
+    blocks_.push_back(std::make_shared<Block>(config_, group_));
     blocks->push_back(blocks_.back());
+    const std::string prefix = fmt::format("blocks.{}.", i);
+    for (const auto& [name, split] : blocks_.back()->attention().splits()) {
+      splits_[prefix + "attn." + name] = split;
+    }
+    for (const auto& [name, split] : blocks_.back()->mlp().splits()) {
+      splits_[prefix + "mlp." + name] = split;
+    }
   }
   norm_f_ = register_module("norm_f", make_norm(config_.norm, d, config_.norm_eps, config_.bias));
   if (!config_.tie_embeddings) {
-    lm_head_ = register_module("lm_head", std::make_shared<WeightHolder>(at::zeros({config_.vocab_size, d})))->weight_;
+    lm_head_ = register_module("lm_head", std::make_shared<WeightHolder>(at::zeros({rows, d})))->weight_;
+    splits_["lm_head.weight"] = {.dim = 0};
+  }
+  for (const auto& item : named_parameters()) {
+    splits_.try_emplace(item.key());  // the rest: replicated, the whole gradient on every rank
   }
   init_weights();
 }
@@ -77,10 +92,20 @@ void Gpt::init_weights() {
       p.zero_();
     } else if (p.dim() == 1) {
       p.fill_(1.0);  // norm weights
-    } else if (ends_with(name, "o_proj.weight") || ends_with(name, "mlp.proj.weight")) {
-      p.normal_(0.0, residual_std);
     } else {
-      p.normal_(0.0, 0.02);
+      const double std = ends_with(name, "o_proj.weight") || ends_with(name, "mlp.proj.weight") ? residual_std : 0.02;
+      const ParameterSplit& split = splits_.at(name);
+      if (!split.split() || group_.size() == 1) {
+        p.normal_(0.0, std);
+        continue;
+      }
+      // The whole tensor, drawn as on one device (every rank draws the same numbers), of which this rank keeps
+      // its chunk: a tensor-parallel run starts from the weights of a single process.
+      std::vector<int64_t> full = p.sizes().vec();
+      full[static_cast<size_t>(split.dim)] *= group_.size();
+      const at::Tensor whole = at::empty(full, p.options()).normal_(0.0, std);
+      const int64_t chunk = p.size(split.dim);
+      p.copy_(whole.narrow(split.dim, group_.rank() * chunk, chunk));
     }
   }
 }
@@ -95,7 +120,7 @@ at::Tensor Gpt::forward(const at::Tensor& idx, KvCache* cache) {
   if (cache != nullptr && start + T > cache->max_length()) {
     throw Error(fmt::format("KV cache holds {} positions; {} + {} requested", cache->max_length(), start, T));
   }
-  at::Tensor x = at::embedding(wte_, idx);  // [B, T, d]
+  at::Tensor x = vocab_parallel_embedding(wte_, idx, group_);  // [B, T, d]
   if (wpe_.defined()) {
     x = x + at::embedding(wpe_, at::arange(start, start + T, idx.options()));
   }
@@ -108,7 +133,8 @@ at::Tensor Gpt::forward(const at::Tensor& idx, KvCache* cache) {
     cache->advance(T);
   }
   x = norm_f_->forward(x);
-  return at::linear(x, lm_head_.defined() ? lm_head_ : wte_);  // [B, T, V]
+  // The head is column-parallel over the vocabulary: [B, T, V / tp].
+  return at::linear(copy_to_tensor_parallel_region(x, group_), lm_head_.defined() ? lm_head_ : wte_);
 }
 
 KvCache Gpt::make_cache(int64_t batch, int64_t max_len, const at::TensorOptions& options, MlaDecodeMode mode) const {
@@ -123,7 +149,10 @@ KvCache Gpt::make_cache(int64_t batch, int64_t max_len, const at::TensorOptions&
 }
 
 at::Tensor Gpt::loss(const at::Tensor& idx, const at::Tensor& targets) {
-  return cross_entropy_loss(forward(idx), targets);
+  if (group_.size() == 1) {
+    return model::cross_entropy_loss(forward(idx), targets);
+  }
+  return vocab_parallel_cross_entropy(forward(idx), targets, group_);
 }
 
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& targets) {

@@ -34,9 +34,10 @@ constexpr int64_t kIgnoreIndex = -1;
 
 class Block final : public torch::nn::Module {
  public:
-  explicit Block(const ModelConfig& config);
+  Block(const ModelConfig& config, const TensorParallel& group);
   at::Tensor forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode);
   Attention& attention() { return *attn_; }
+  Mlp& mlp() { return *mlp_; }
 
  private:
   std::shared_ptr<Norm> norm1_;

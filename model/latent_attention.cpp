@@ -13,32 +13,37 @@
 
 namespace mlagpt::model {
 
-LatentAttention::LatentAttention(const ModelConfig& config) : Attention(config) {
+LatentAttention::LatentAttention(const ModelConfig& config, const TensorParallel& group) : Attention(config, group) {
   const int64_t d = config.n_embd;
-  const int64_t H = config.n_head;
+  const int64_t H = heads_;  // this rank's
   const int64_t q_width = H * (config.qk_nope_head_dim + config.qk_rope_head_dim);
+  // The down-projections and the latent norms are whole on every rank (each rank's heads read all of the latent)
+  // and only this rank's heads contribute to their gradient here: replicated, gradients summed over the group.
   if (config.q_lora_rank == 0) {
-    add_projection("q_proj", d, q_width);
+    add_projection("q_proj", d, q_width, TpLayout::kColumn);
   } else {
-    add_projection("q_down", d, config.q_lora_rank);
+    add_projection("q_down", d, config.q_lora_rank, TpLayout::kReplicated);
     q_norm_ = register_module("q_norm", std::make_shared<RmsNorm>(config.q_lora_rank, config.norm_eps));
-    add_projection("q_up", config.q_lora_rank, q_width);
+    splits_["q_norm.weight"] = {.sum_gradient = true};
+    add_projection("q_up", config.q_lora_rank, q_width, TpLayout::kColumn);
   }
   // One down-projection produces the latent (rows 0..Dc-1) and the shared RoPE key (rows Dc..Dc+Dr-1).
-  add_projection("kv_down", d, config.kv_lora_rank + config.qk_rope_head_dim);
+  add_projection("kv_down", d, config.kv_lora_rank + config.qk_rope_head_dim, TpLayout::kReplicated);
   kv_norm_ = register_module("kv_norm", std::make_shared<RmsNorm>(config.kv_lora_rank, config.norm_eps));
+  splits_["kv_norm.weight"] = {.sum_gradient = true};
   // One up-projection viewed as [H, Dn + Dv, Dc]: per head the key (first Dn rows) and the value (last Dv).
-  add_projection("kv_up", config.kv_lora_rank, H * (config.qk_nope_head_dim + config.v_head_dim));
-  add_projection("o_proj", H * config.v_head_dim, d);
+  add_projection("kv_up", config.kv_lora_rank, H * (config.qk_nope_head_dim + config.v_head_dim), TpLayout::kColumn);
+  add_projection("o_proj", H * config.v_head_dim, d, TpLayout::kRow);
 }
 
-at::Tensor LatentAttention::forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode) {
-  const int64_t B = x.size(0);
-  const int64_t T = x.size(1);
-  const int64_t H = config_.n_head;
+at::Tensor LatentAttention::forward(const at::Tensor& input, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode) {
+  const int64_t B = input.size(0);
+  const int64_t T = input.size(1);
+  const int64_t H = heads_;
   const int64_t Dn = config_.qk_nope_head_dim;
   const int64_t Dr = config_.qk_rope_head_dim;
   const int64_t Dc = config_.kv_lora_rank;
+  const at::Tensor x = copy_to_tensor_parallel_region(input, group_);
   const at::Tensor q_flat = config_.q_lora_rank == 0
                                 ? projection("q_proj")->forward(x)
                                 : projection("q_up")->forward(q_norm_->forward(projection("q_down")->forward(x)));
@@ -62,7 +67,7 @@ at::Tensor LatentAttention::forward(const at::Tensor& x, int64_t start_pos, Laye
                            ? attend_absorbed(q_nope, q_rope, latent, rope_key)
                            : attend_expanded(q_nope, q_rope, latent, rope_key);  // [B, T, H * Dv]
   const double dropout = is_training() ? config_.dropout : 0.0;
-  return at::dropout(projection("o_proj")->forward(o), dropout, is_training());
+  return at::dropout(row_parallel_forward(*projection("o_proj"), o, group_), dropout, is_training());
 }
 
 at::Tensor LatentAttention::attend_expanded(const at::Tensor& q_nope, const at::Tensor& q_rope,
@@ -70,7 +75,7 @@ at::Tensor LatentAttention::attend_expanded(const at::Tensor& q_nope, const at::
   const int64_t B = q_nope.size(0);
   const int64_t T = q_nope.size(1);
   const int64_t S = latent.size(1);
-  const int64_t H = config_.n_head;
+  const int64_t H = heads_;
   const int64_t Dn = config_.qk_nope_head_dim;
   const int64_t Dr = config_.qk_rope_head_dim;
   const int64_t Dv = config_.v_head_dim;
@@ -79,8 +84,8 @@ at::Tensor LatentAttention::attend_expanded(const at::Tensor& q_nope, const at::
   const at::Tensor v = kv.narrow(-1, Dn, Dv);              // [B, S, H, Dv]
   const at::Tensor query = at::cat({q_nope, q_rope}, -1);  // [B, T, H, Dn + Dr]
   const double dropout = is_training() ? config_.dropout : 0.0;
-  const at::Tensor o = causal_attention(query.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                        1.0 / std::sqrt(static_cast<double>(Dn + Dr)), dropout);  // [B, H, T, Dv]
+  const at::Tensor o = attend(query.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                              1.0 / std::sqrt(static_cast<double>(Dn + Dr)), dropout);  // [B, H, T, Dv]
   return o.transpose(1, 2).reshape({B, T, H * Dv});
 }
 
@@ -88,7 +93,7 @@ at::Tensor LatentAttention::attend_absorbed(const at::Tensor& q_nope, const at::
                                             const at::Tensor& latent, const at::Tensor& rope_key) {
   const int64_t B = q_nope.size(0);
   const int64_t T = q_nope.size(1);
-  const int64_t H = config_.n_head;
+  const int64_t H = heads_;
   const int64_t Dn = config_.qk_nope_head_dim;
   const int64_t Dr = config_.qk_rope_head_dim;
   const int64_t Dv = config_.v_head_dim;

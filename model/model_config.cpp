@@ -141,9 +141,10 @@ void ModelConfig::validate_tensor_parallel(int64_t tp) const {
   }
   const auto divides = [tp](const char* field, int64_t value, const char* what) {
     if (value % tp != 0) {
-      throw ConfigError(fmt::format("parallel.tp = {} does not divide model.{} = {}: {} are split over the {} "
-                                    "tensor-parallel ranks",
-                                    tp, field, value, what, tp));
+      throw ConfigError(
+          fmt::format("parallel.tp = {} does not divide model.{} = {}: {} are split over the {} "
+                      "tensor-parallel ranks",
+                      tp, field, value, what, tp));
     }
   };
   divides("n_head", n_head, "attention heads");

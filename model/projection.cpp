@@ -1,5 +1,6 @@
 #include "model/projection.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -40,6 +41,39 @@ at::Tensor LowRankLinear::forward(const at::Tensor& x) {
 
 at::Tensor LowRankLinear::effective_weight() const {
   return at::mm(weight_b_, weight_a_);
+}
+
+void add_projection_splits(std::map<std::string, ParameterSplit, std::less<>>& splits, const std::string& name,
+                           TpLayout layout, bool bias) {
+  switch (layout) {
+    case TpLayout::kColumn:
+      splits[name + ".weight"] = {.dim = 0};
+      if (bias) {
+        splits[name + ".bias"] = {.dim = 0};
+      }
+      break;
+    case TpLayout::kRow:
+      splits[name + ".weight"] = {.dim = 1};
+      if (bias) {
+        splits[name + ".bias"] = {};  // the whole gradient on every rank: it is added after the sum
+      }
+      break;
+    case TpLayout::kReplicated:
+      splits[name + ".weight"] = {.sum_gradient = true};
+      if (bias) {
+        splits[name + ".bias"] = {.sum_gradient = true};
+      }
+      break;
+  }
+}
+
+at::Tensor row_parallel_forward(Projection& projection, const at::Tensor& x, const TensorParallel& group) {
+  if (group.size() == 1) {
+    return projection.forward(x);
+  }
+  const at::Tensor partial = at::linear(x, projection.effective_weight());  // [..., out], this rank's inputs only
+  const at::Tensor sum = reduce_from_tensor_parallel_region(partial, group);
+  return projection.bias().defined() ? sum + projection.bias() : sum;
 }
 
 }  // namespace mlagpt::model

@@ -10,7 +10,11 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <map>
 #include <memory>
+#include <string>
+
+#include "model/tensor_parallel.h"
 
 namespace mlagpt::model {
 
@@ -56,5 +60,20 @@ class LowRankLinear final : public Projection {
   at::Tensor weight_b_;
   at::Tensor bias_;
 };
+
+// How a projection is laid out over the tensor-parallel group (Megatron-LM). Column-parallel: each rank holds a
+// slice of the outputs (weight rows and bias split along dim 0) and reads the whole input. Row-parallel: each rank
+// holds a slice of the inputs (weight columns, dim 1) and produces a partial output summed over the group; its bias
+// is whole on every rank and added once, after the sum (row_parallel_forward). Replicated: whole on every rank, and
+// the ranks use different parts of its output, so its gradient is summed over the group after backward.
+enum class TpLayout { kColumn, kRow, kReplicated };
+
+// The splits of `name`.weight and, with a bias, `name`.bias under `layout`.
+void add_projection_splits(std::map<std::string, ParameterSplit, std::less<>>& splits, const std::string& name,
+                           TpLayout layout, bool bias);
+
+// A row-parallel projection: the partial products x W_r^T summed over the group, plus the bias. On one device
+// projection.forward(x).
+at::Tensor row_parallel_forward(Projection& projection, const at::Tensor& x, const TensorParallel& group);
 
 }  // namespace mlagpt::model

@@ -1,7 +1,6 @@
 #include "model/tensor_parallel.h"
 
 #include <ATen/Context.h>
-#include <ATen/core/GeneratorForward.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <mutex>
@@ -79,7 +78,7 @@ at::Tensor reduce_from_tensor_parallel_region(const at::Tensor& x, const TensorP
 }
 
 ShardedRngScope::ShardedRngScope(const TensorParallel& group, const c10::Device& device)
-    : sharded_(group.sharded_generator(device)) {
+    : sharded_(group.size() > 1 ? group.sharded_generator(device) : at::Generator()) {
   if (!sharded_.defined()) {
     return;
   }

@@ -58,8 +58,9 @@ struct ParameterSplit {
 };
 
 // While alive, draws from the default generator of `device` come from group.sharded_generator(device) (whose state
-// advances), and the default generator's own state is put back at the end. A no-op when the group has no sharded
-// generator. Not reentrant; one scope at a time per device.
+// advances), and the default generator's own state is put back at the end. A no-op for a group of one (whose
+// draws are the same as before tensor parallelism existed) or one without a sharded generator. Not reentrant; one scope
+// at a time per device.
 class ShardedRngScope {
  public:
   ShardedRngScope(const TensorParallel& group, const c10::Device& device);
