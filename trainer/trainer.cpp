@@ -363,14 +363,9 @@ void Trainer::evaluate() {
   if (runtime_.info().rank == 0) {
     spdlog::info("eval step {} | val loss {:.4f} | val ppl {:.2f} | {} tokens", state_.step, last_eval_.loss,
                  last_eval_.perplexity, last_eval_.tokens);
-  }
-  // The first tensor-parallel group samples together (the model's forward is collective over the group); world
-  // rank 0 logs it.
-  if (config_.eval.sample_tokens > 0 && mesh_->dp_rank() == 0) {
-    const std::string text =
-        sample_text(*model_, *dataset_.tokenizer, config_.eval.sample_prompt, config_.eval.sample_tokens);
-    if (runtime_.info().rank == 0) {
-      spdlog::info("sample: {}", text);
+    if (config_.eval.sample_tokens > 0) {  // only without tensor parallelism (TrainConfig::resolve)
+      spdlog::info("sample: {}",
+                   sample_text(*model_, *dataset_.tokenizer, config_.eval.sample_prompt, config_.eval.sample_tokens));
     }
   }
 }

@@ -74,6 +74,7 @@ TEST(TensorParallelTrainer, ReplicatedParametersStayBitwiseEqualAcrossTheGroupWi
                                               "--model.dropout=0.2",
                                               "--optim.lr=3e-3",
                                               "--optim.grad_accum=2",
+                                              "--schedule.warmup_steps=2",
                                               "--eval.every=0",
                                               "--parallel.tp=2"});
   mlagpt::trainer::Trainer trainer(config, mlagpt::testing::runtime());
