@@ -25,9 +25,8 @@ EvalResult Evaluator::evaluate(model::Gpt& model) {
     if (step.batch.x.size(0) == 0) {
       continue;  // this rank's share of the last step is empty; the collectives below still match
     }
-    const at::Tensor logits = model.forward(step.batch.x);
-    loss_sum +=
-        model::cross_entropy_loss(logits, step.batch.y).item<double>() * static_cast<double>(step.batch.y.numel());
+    // Under tensor parallelism the ranks of the group compute it together, and every one gets it.
+    loss_sum += model.loss(step.batch.x, step.batch.y).item<double>() * static_cast<double>(step.batch.y.numel());
     count += static_cast<double>(step.batch.y.numel());
   }
   at::Tensor totals = at::tensor({loss_sum, count}, at::kDouble);

@@ -1,7 +1,10 @@
 // Validation loss and perplexity over a fixed set of validation batches (the first `eval.batches` steps of the
 // deterministic validation pass, or all of it), and an optional text sample from a fixed prompt. Every rank takes
-// the same number of steps; token losses and counts are summed over ranks, so the result is the exact mean over
-// the windows evaluated, whatever the number of ranks. Runs in eval mode under no-grad and restores train mode.
+// the same number of steps; token losses and counts are summed over data-parallel ranks, so the result is the exact
+// mean over the windows evaluated, whatever the number of ranks. Under tensor parallelism every rank of the mesh
+// evaluates: the ranks of a tensor-parallel group read the same batches and compute model.loss together (it is
+// collective over the group), so every rank gets the result. Runs in eval mode under no-grad and restores train
+// mode.
 #pragma once
 
 #include <cstdint>

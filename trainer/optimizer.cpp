@@ -1,7 +1,11 @@
 #include "trainer/optimizer.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <numbers>
+
+#include "launch/error.h"
 
 namespace mlagpt::trainer {
 
@@ -11,9 +15,21 @@ bool decays(const std::string& name, const at::Tensor& parameter) {
 }
 
 std::vector<NamedParameter> adamw_parameters(model::Gpt& model) {
+  const model::TensorParallel& group = model.tensor_parallel();
   std::vector<NamedParameter> parameters;
   for (const auto& item : model.named_parameters()) {
-    parameters.push_back({item.key(), item.value(), decays(item.key(), item.value())});
+    NamedParameter parameter{item.key(), item.value(), decays(item.key(), item.value())};
+    if (group.size() > 1) {
+      const auto split = model.parameter_splits().find(item.key());
+      if (split == model.parameter_splits().end()) {
+        throw Error(fmt::format("the model does not say how its parameter {} lies over the {} tensor-parallel ranks",
+                                item.key(), group.size()));
+      }
+      // A replica is the same on every rank of the group: its rank 0 counts it in the norm.
+      parameter.in_grad_norm = split->second.split() || group.rank() == 0;
+      parameter.sum_over_tensor_parallel = !split->second.split() && split->second.sum_gradient;
+    }
+    parameters.push_back(std::move(parameter));
   }
   return parameters;
 }

@@ -19,7 +19,10 @@ namespace mlagpt::trainer {
 // True for parameters that get weight decay (see above).
 bool decays(const std::string& name, const at::Tensor& parameter);
 
-// The model's parameters in registration order, each with its group.
+// The model's parameters in registration order, each with its group and, over a tensor-parallel group of more than
+// one rank, what model.parameter_splits() implies for the norm and the gradient reduction: split parameters count
+// in this rank's grad_square_sum, replicated ones on rank 0 of the group only; replicated ones with sum_gradient are
+// summed over the group by GradReducer. Throws mlagpt::Error for a parameter the splits do not name.
 std::vector<NamedParameter> adamw_parameters(model::Gpt& model);
 AdamWSettings adamw_settings(const OptimConfig& config);
 

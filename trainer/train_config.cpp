@@ -89,6 +89,11 @@ void TrainConfig::resolve() {
                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
   require(monitoring.peak_flops >= 0, fmt::format("monitoring.peak_flops must be >= 0, got {}", monitoring.peak_flops));
   require(parallel.tp >= 1, fmt::format("parallel.tp must be at least 1, got {}", parallel.tp));
+  // Sampling (model/generation.h) runs the whole model in one process.
+  require(eval.sample_tokens == 0 || parallel.tp == 1,
+          fmt::format("eval.sample_tokens = {} samples with the whole model in one process, and parallel.tp = {} "
+                      "splits it; set eval.sample_tokens = 0 and sample from a checkpoint with `mlagpt sample`",
+                      eval.sample_tokens, parallel.tp));
   require(parallel.bucket_mb > 0, fmt::format("parallel.bucket_mb must be positive, got {}", parallel.bucket_mb));
   require(parallel.zero == 0 || parallel.zero == 1,
           fmt::format("parallel.zero must be 0 (replicated optimizer) or 1 (sharded optimizer state), got {}",

@@ -132,7 +132,7 @@ StepReport TrainStep::run(int64_t step, const std::function<MicroBatch()>& next_
     at::Tensor loss;
     {
       const Bf16Autocast autocast(device_.type(), autocast_bf16_);
-      loss = model::cross_entropy_loss(model_.forward(batch.x), batch.y) / static_cast<double>(micro_batches);
+      loss = model_.loss(batch.x, batch.y) / static_cast<double>(micro_batches);
     }
     loss_sum += loss.detach().to(at::kDouble);
     if (i + 1 == micro_batches) {
@@ -143,8 +143,14 @@ StepReport TrainStep::run(int64_t step, const std::function<MicroBatch()>& next_
   }
   report.missing_here = reducer_.finish();
 
+  // Summed over the data-parallel and then the tensor-parallel group, which together are the world. Every rank of a
+  // tensor-parallel group has the same loss, so its rank 0 counts it; the optimizer leaves out of the squared norm
+  // the replicas another rank of the group counts.
+  const model::TensorParallel& tensor_parallel = model_.tensor_parallel();
   std::vector<at::Tensor> stats = {
-      ranks > 1 ? loss_sum / static_cast<double>(ranks) : loss_sum,
+      tensor_parallel.rank() != 0 ? at::zeros({}, float64)
+      : ranks > 1                 ? loss_sum / static_cast<double>(ranks)
+                                  : loss_sum,
       optimizer_.zero() || data_parallel_.rank() == 0 ? optimizer_.grad_square_sum() : at::zeros({}, float64),
       at::full({}, static_cast<double>(report.missing_here.size()), float64)};
   const int received = stop_signal();
@@ -153,6 +159,7 @@ StepReport TrainStep::run(int64_t step, const std::function<MicroBatch()>& next_
   }
   at::Tensor agreed = at::stack(stats);
   data_parallel_.all_reduce(agreed, launch::ReduceOp::kSum);
+  tensor_parallel.all_reduce_sum(agreed);
 
   const at::Tensor loss = agreed[kStatLoss];
   const at::Tensor norm = agreed[kStatGradSquare].sqrt();

@@ -1,15 +1,19 @@
-// One optimizer step: grad_accum micro-batches of forward and backward (bfloat16 autocast on the model's device,
-// CUDA or CPU, when run.dtype asks for it; float32 master weights), the gradient reduction over the data-parallel
-// group (GradReducer: flat buckets reduced while the last micro-batch's backward runs), clipping by the global
-// norm, and the AdamW update at the step's learning rate (FlatAdamW, replicated or ZeRO-1).
+// One optimizer step: grad_accum micro-batches of forward and backward of model.loss (bfloat16 autocast on the
+// model's device, CUDA or CPU, when run.dtype asks for it; float32 master weights), the gradient reduction over the
+// data-parallel group (GradReducer: flat buckets reduced while the last micro-batch's backward runs, after the
+// tensor-parallel sums of the gradients that need them), clipping by the global norm, and the AdamW update at the
+// step's learning rate (FlatAdamW, replicated or ZeRO-1).
 //
 // Nothing in a step waits for the device: the loss, the gradient norm and whether the step was skipped stay on the
 // device in a StepReport, which the Trainer reads when it logs (read_step_reports: one copy to the host for all the
-// steps since the last read). The ranks agree on everything a step decides in one small all-reduce that runs every
-// step anyway: the loss, the squared gradient norm (each element counted once: the owner of the shard with ZeRO-1,
-// rank 0's full copy otherwise), the number of parameters that got no gradient on some rank, and which stop signals
-// the ranks have received. A non-finite loss or gradient norm skips the update on every rank together (on the
-// device: the optimizer's found_inf).
+// steps since the last read). All the ranks of the world agree on everything a step decides in one small
+// all-reduce over the data-parallel group and one over the model's tensor-parallel group, run every step anyway: the
+// loss (counted by rank 0 of each tensor-parallel group, whose ranks all have it), the squared gradient norm (each
+// element counted once: over data-parallel ranks the owner of the shard with ZeRO-1, rank 0's full copy otherwise;
+// over tensor-parallel ranks every rank's split parameters and rank 0's replicas, NamedParameter::in_grad_norm), the
+// number of parameters that got no gradient on some rank, and which stop signals the ranks have received. A
+// non-finite loss or gradient norm skips the update on every rank together (on the device: the optimizer's
+// found_inf).
 //
 // Threading: the caller's thread. Collectives go through the Communicator (the local one on a single process).
 #pragma once
@@ -62,6 +66,7 @@ const std::vector<int>& reported_stop_signals();
 
 class TrainStep {
  public:
+  // `data_parallel` is the optimizer's group; the tensor-parallel group is the model's.
   TrainStep(model::Gpt& model, FlatAdamW& optimizer, GradReducer& reducer, const TrainConfig& config,
             launch::Communicator& data_parallel);
   // Runs optimizer step `step` (0-based), drawing grad_accum micro-batches from `next_batch`. `stop_signal`, asked

@@ -113,16 +113,6 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
                      : fmt::format(" intra-op threads per process ({} CPUs / {} process(es) on this node)", cpus,
                                    process.local_size));
   }
-  mesh_ = std::make_unique<launch::ProcessMesh>(
-      runtime_, launch::MeshOptions{
-                    .tp = config_.parallel.tp, .tp_across_nodes = config_.parallel.tp_across_nodes, .device = device_});
-  data_parallel_ = &mesh_->dp();
-  if (mesh_->tp_size() > 1) {
-    // Every rank sees the same value, so every rank stops here.
-    throw ConfigError(fmt::format(
-        "parallel.tp = {}: the {} is built, but the model has no tensor-parallel layers yet; use parallel.tp = 1",
-        config_.parallel.tp, mesh_->describe()));
-  }
   const bool vocab_from_dataset = config_.model.vocab_size == 0;
   dataset_ = open_dataset(config_.data.dir, config_.model);
   if (vocab_from_dataset && process.rank == 0) {
@@ -131,16 +121,26 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
         config_.model.vocab_size, dataset_.manifest.tokenizer.vocab_size, dataset_.manifest.tokenizer.name,
         kVocabMultiple);
   }
+  // Once the vocabulary is known and before the first collective: every rank sees the same values, so every rank
+  // stops here alike.
+  config_.model.validate_tensor_parallel(config_.parallel.tp);
+  mesh_ = std::make_unique<launch::ProcessMesh>(
+      runtime_, launch::MeshOptions{
+                    .tp = config_.parallel.tp, .tp_across_nodes = config_.parallel.tp_across_nodes, .device = device_});
+  data_parallel_ = &mesh_->dp();
+  tensor_parallel_ = std::make_unique<TensorParallelGroup>(mesh_->tp(), device_);
 
+  // Every rank draws the whole initial model from the same seed and keeps its slice of the split parameters, so the
+  // replicas agree and the slices make up one model.
   at::manual_seed(static_cast<uint64_t>(config_.run.seed));
-  model_ = std::make_shared<model::Gpt>(config_.model);
+  model_ = std::make_shared<model::Gpt>(config_.model, *tensor_parallel_);
   model_->to(device_);
   optimizer_ = std::make_unique<FlatAdamW>(
       adamw_parameters(*model_), adamw_settings(config_.optim),
       FlatOptions{.bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)),
                   .zero = config_.parallel.zero == 1},
       *data_parallel_);
-  reducer_ = std::make_unique<GradReducer>(*optimizer_, config_.parallel.overlap);
+  reducer_ = std::make_unique<GradReducer>(*optimizer_, config_.parallel.overlap, *tensor_parallel_);
 
   data::LoaderConfig train_data{.shards = dataset_.train_shards(),
                                 .batch_size = config_.data.batch_size,
@@ -287,12 +287,16 @@ int Trainer::train(const std::string& resume) {
 
 // Dropout's random numbers for step `state_.step` on data-parallel rank r come from generators seeded with
 // (run.seed, r, step): the ranks draw different masks (one seed everywhere would give every rank the same ones), and
-// a resumed run draws what an uninterrupted run on that many ranks would, without per-rank generator states.
+// a resumed run draws what an uninterrupted run on that many ranks would, without per-rank generator states. The
+// default generators are the same on every rank of a tensor-parallel group (the activations all of them hold whole
+// get the same masks, so the replicas stay equal); the group's sharded generators, which draw for the activations
+// split over the group, are seeded with (run.seed, r, tensor-parallel rank, step), a different seed on every rank.
 void Trainer::seed_step_randomness() {
   const auto mix = [](uint64_t a, uint64_t b) { return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL)); };
-  const uint64_t seed = mix(mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(data_parallel_->rank())),
-                            static_cast<uint64_t>(state_.step));
-  at::manual_seed(seed);
+  const uint64_t replica = mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(data_parallel_->rank()));
+  at::manual_seed(mix(replica, static_cast<uint64_t>(state_.step)));
+  tensor_parallel_->seed_sharded(
+      mix(mix(replica, static_cast<uint64_t>(tensor_parallel_->rank())), static_cast<uint64_t>(state_.step)));
 }
 
 int Trainer::read_pending_steps() {
@@ -339,7 +343,7 @@ void Trainer::log_step(int64_t step, const StepResult& result, double seconds) {
                                   .tokens_per_second = static_cast<double>(tokens) / seconds,
                                   .skipped_steps_total = skipped_steps_};
   if (peak_flops_ > 0) {
-    metrics.mfu = flops_per_token_ * metrics.tokens_per_second / (peak_flops_ * data_parallel_->size());
+    metrics.mfu = flops_per_token_ * metrics.tokens_per_second / (peak_flops_ * mesh_->world_size());
   }
   metrics_.record(metrics);
   if (runtime_.info().rank == 0 && (step % config_.run.log_every == 0 || step == 1)) {
@@ -360,7 +364,7 @@ void Trainer::evaluate() {
   if (runtime_.info().rank == 0) {
     spdlog::info("eval step {} | val loss {:.4f} | val ppl {:.2f} | {} tokens", state_.step, last_eval_.loss,
                  last_eval_.perplexity, last_eval_.tokens);
-    if (config_.eval.sample_tokens > 0) {
+    if (config_.eval.sample_tokens > 0) {  // only without tensor parallelism (TrainConfig::resolve)
       spdlog::info("sample: {}",
                    sample_text(*model_, *dataset_.tokenizer, config_.eval.sample_prompt, config_.eval.sample_tokens));
     }

@@ -21,6 +21,7 @@
 #include "monitoring/prometheus_exporter.h"
 #include "trainer/checkpointer.h"
 #include "trainer/evaluator.h"
+#include "trainer/parallel/tensor_parallel_group.h"
 #include "trainer/train_config.h"
 #include "trainer/train_step.h"
 
@@ -78,6 +79,7 @@ class Trainer {
   launch::Communicator* data_parallel_ = nullptr;  // mesh_->dp()
   c10::Device device_;
   Dataset dataset_;
+  std::unique_ptr<TensorParallelGroup> tensor_parallel_;  // over mesh_->tp(); outlives the model
   std::shared_ptr<model::Gpt> model_;
   std::unique_ptr<FlatAdamW> optimizer_;
   std::unique_ptr<GradReducer> reducer_;

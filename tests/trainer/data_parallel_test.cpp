@@ -211,15 +211,3 @@ TEST_F(DataParallel, AZeroOneCheckpointOfFourRanksResumesOnFourTwoAndOne) {
     expect_same_training(run, "four_zero");
   }
 }
-
-// The mesh is built for tp > 1, but the model has no tensor-parallel layers yet: a clear error, not a silent replica.
-TEST_F(DataParallel, TensorParallelismIsRefusedUntilTheModelHasItsLayers) {
-  const std::string command =
-      fmt::format("{} -n 2 {} train --run.out_dir={} --run.device=cpu --data.dir={} --parallel.tp=2 2>&1",
-                  MLAGPT_MPIEXEC, MLAGPT_EXECUTABLE, (*dir_ / "tp2").string(), (*dir_ / "data").string());
-  int status = 0;
-  const std::string output = mlagpt::testing::run_command(command, &status);
-  EXPECT_NE(status, 0) << output;
-  EXPECT_NE(output.find("parallel.tp = 2"), std::string::npos) << output;
-  EXPECT_NE(output.find("no tensor-parallel layers yet"), std::string::npos) << output;
-}

@@ -1,7 +1,8 @@
 // FlatAdamW and its layout on one process: the bucket plan (packing order, alignment, padding, shards that cover
 // every element once), the parameters and gradients as views of the flat buffers, parity over 20 steps with
 // PyTorch's AdamW (tests/reference/adamw_reference.py) and with LibTorch's torch::optim::AdamW (the optimizer it
-// replaced), skipping on found_inf and clipping, all on the device.
+// replaced), skipping on found_inf and clipping, all on the device; the squared gradient norm leaving out the
+// replicas another tensor-parallel rank counts, replicated and on a ZeRO-1 shard.
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
@@ -295,6 +296,82 @@ TEST(FlatAdamW, FoundInfSkipsTheUpdateAndTheStepCount) {
     for (size_t i = 0; i < slices.size(); ++i) {
       EXPECT_TRUE(slices[i].exp_avg_sq.equal(moments[i]));
     }
+  }
+}
+
+// Rank 1 of 3 data-parallel ranks that never communicate: FlatAdamW plans its shards with it, and nothing here calls
+// a collective.
+class ShardOneOfThree final : public mlagpt::launch::Communicator {
+ public:
+  int rank() const override { return 1; }
+  int size() const override { return 3; }
+  std::string backend() const override { return "none"; }
+  void all_reduce(at::Tensor& /*tensor*/, mlagpt::launch::ReduceOp /*op*/) override { refuse(); }
+  void broadcast(at::Tensor& /*tensor*/, int /*root*/) override { refuse(); }
+  void all_gather(const at::Tensor& /*input*/, at::Tensor& /*output*/) override { refuse(); }
+  void reduce_scatter(const at::Tensor& /*input*/, at::Tensor& /*output*/, mlagpt::launch::ReduceOp /*op*/) override {
+    refuse();
+  }
+  void barrier() override { refuse(); }
+
+ private:
+  [[noreturn]] static void refuse() { throw mlagpt::Error("ShardOneOfThree: no collectives in this test"); }
+};
+
+// Under tensor parallelism a replicated parameter is counted in the global norm by one rank of the group only: the
+// others leave it out (in_grad_norm = false), whether it starts a group's buffer, lies between counted ones or ends
+// it, and on a ZeRO-1 shard also where it straddles the shard's edge.
+TEST(FlatAdamW, GradSquareSumLeavesOutTheParametersThisRankDoesNotCount) {
+  const std::set<std::string> left_out = {"wte.weight", "blocks.0.mlp.fc.weight", "norm_f.weight"};
+  mlagpt::launch::LocalCommunicator local;
+  ShardOneOfThree shard_one;
+  for (const bool zero : {false, true}) {
+    SCOPED_TRACE(zero ? "ZeRO-1, shard 1 of 3" : "replicated");
+    std::vector<NamedParameter> parameters = leaves(some_parameters());
+    for (auto& p : parameters) {
+      p.in_grad_norm = left_out.count(p.name) == 0;
+    }
+    mlagpt::launch::Communicator& comm = zero ? static_cast<mlagpt::launch::Communicator&>(shard_one) : local;
+    FlatAdamW optimizer(parameters, AdamWSettings{}, FlatOptions{.bucket_bytes = 1200 * 4, .zero = zero}, comm);
+    for (auto& p : parameters) {
+      p.tensor.mutable_grad().copy_(at::randn(p.tensor.sizes()));
+    }
+    const FlatLayout& layout = optimizer.layout();
+    if (zero) {
+      // What the reduce-scatter leaves rank 1: shard 1 of every bucket (this rank's gradients stand for the sum).
+      for (size_t b = 0; b < layout.buckets.size(); ++b) {
+        const int bucket = static_cast<int>(b);
+        optimizer.shard_grads(bucket).copy_(
+            optimizer.bucket_grads(bucket).narrow(0, layout.shard_numel(bucket), layout.shard_numel(bucket)));
+      }
+    }
+    // The elements this rank updates (all, or those in shard 1 of their bucket), counted or not.
+    double counted = 0;
+    double uncounted = 0;
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      const auto& p = layout.params[i];
+      int64_t begin = p.offset;
+      int64_t end = p.offset + p.numel;
+      if (zero) {
+        const int64_t shard_begin = layout.shard_offset(p.bucket, 1);
+        begin = std::max(begin, shard_begin);
+        end = std::min(end, shard_begin + layout.shard_numel(p.bucket));
+      }
+      if (begin >= end) {
+        continue;
+      }
+      const double sum = parameters[i]
+                             .tensor.grad()
+                             .reshape({-1})
+                             .narrow(0, begin - p.offset, end - begin)
+                             .to(at::kDouble)
+                             .square()
+                             .sum()
+                             .item<double>();
+      (parameters[i].in_grad_norm ? counted : uncounted) += sum;
+    }
+    ASSERT_GT(uncounted, 0) << "the fixture must leave something out of what this rank updates";
+    EXPECT_NEAR(optimizer.grad_square_sum().item<double>(), counted, 1e-6 * counted);
   }
 }
 

@@ -77,6 +77,9 @@ TEST_F(TrainConfigFile, ErrorsNameTheFieldAndTheValues) {
             std::string::npos);
   EXPECT_NE(error_of(data, {"--data.seq_len=100000"}).find("data.seq_len (100000) must be in [0, model.block_size"),
             std::string::npos);
+  EXPECT_NE(error_of(data, {"--eval.sample_tokens=20", "--parallel.tp=2"})
+                .find("eval.sample_tokens = 20 samples with the whole model in one process, and parallel.tp = 2"),
+            std::string::npos);
   EXPECT_NE(error_of(data).find("no error"), std::string::npos);
   try {
     read_train_config(dir_ / "absent.toml", {});

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "launch/error.h"
@@ -73,6 +74,62 @@ FlatAdamW::FlatAdamW(std::vector<NamedParameter> parameters, const AdamWSettings
     }
   }
   steps_ = at::zeros({}, float32);
+  norm_grads_ = norm_gradients();
+}
+
+std::vector<at::Tensor> FlatAdamW::norm_gradients() const {
+  std::vector<at::Tensor> out;
+  if (std::all_of(parameters_.begin(), parameters_.end(), [](const NamedParameter& p) { return p.in_grad_norm; })) {
+    for (const GroupState& state : state_) {
+      out.insert(out.end(), state.grads.begin(), state.grads.end());
+    }
+    return out;
+  }
+  // Views of `window` (whose element 0 is at `window_begin` of its group's buffer) over runs of counted ranges;
+  // `ranges` are in buffer order, and the padding between two counted parameters (zero) may lie in a run.
+  const auto add_runs = [&](const at::Tensor& window, int64_t window_begin, const std::vector<ParamRange>& ranges) {
+    int64_t run_begin = -1;
+    int64_t run_end = -1;
+    const auto flush = [&] {
+      if (run_begin >= 0) {
+        out.push_back(window.narrow(0, run_begin - window_begin, run_end - run_begin));
+      }
+      run_begin = -1;
+    };
+    for (const ParamRange& range : ranges) {
+      const FlatParam& p = layout_.params[static_cast<size_t>(range.param)];
+      if (!parameters_[static_cast<size_t>(range.param)].in_grad_norm) {
+        flush();
+        continue;
+      }
+      if (run_begin < 0) {
+        run_begin = p.offset + range.begin;
+      }
+      run_end = p.offset + range.end;
+    }
+    flush();
+  };
+  if (options_.zero) {
+    const int64_t shard = comm_.rank();
+    for (size_t b = 0; b < layout_.buckets.size(); ++b) {
+      const int bucket = static_cast<int>(b);
+      add_runs(shard_grads_[b], layout_.shard_offset(bucket, shard), layout_.shard_ranges(bucket, shard));
+    }
+    return out;
+  }
+  for (size_t g = 0; g < layout_.groups.size(); ++g) {
+    std::vector<ParamRange> ranges;
+    for (size_t i = 0; i < layout_.params.size(); ++i) {
+      if (layout_.params[i].group == static_cast<int>(g)) {
+        ranges.push_back({static_cast<int>(i), 0, layout_.params[i].numel});
+      }
+    }
+    std::sort(ranges.begin(), ranges.end(), [this](const ParamRange& a, const ParamRange& b) {
+      return layout_.params[static_cast<size_t>(a.param)].offset < layout_.params[static_cast<size_t>(b.param)].offset;
+    });
+    add_runs(grads_[g], 0, ranges);
+  }
+  return out;
 }
 
 void FlatAdamW::zero_grad() {
@@ -99,12 +156,11 @@ at::Tensor FlatAdamW::shard_grads(int b) const {
 }
 
 at::Tensor FlatAdamW::grad_square_sum() const {
-  std::vector<at::Tensor> grads;
-  for (const GroupState& state : state_) {
-    grads.insert(grads.end(), state.grads.begin(), state.grads.end());
+  if (norm_grads_.empty()) {  // this rank counts none of its elements
+    return at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(steps_.device()));
   }
   // Per-tensor norms in float32 (one kernel), their squares summed in float64.
-  return at::stack(at::_foreach_norm(grads, 2)).to(at::kDouble).square().sum();
+  return at::stack(at::_foreach_norm(norm_grads_, 2)).to(at::kDouble).square().sum();
 }
 
 void FlatAdamW::step(double lr, const std::optional<at::Tensor>& clip_coef, const at::Tensor& found_inf) {

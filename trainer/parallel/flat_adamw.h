@@ -34,6 +34,12 @@ struct NamedParameter {
   std::string name;
   at::Tensor tensor;  // a leaf that requires grad, float32
   bool decay = true;
+  // Under tensor parallelism (model::ParameterSplit): whether this rank counts the parameter in grad_square_sum()
+  // (false for a replica whose gradient another rank of the tensor-parallel group counts: the global norm counts
+  // every element once), and whether GradReducer sums its gradient over the tensor-parallel group first (a
+  // replicated parameter whose gradient is each rank's share only).
+  bool in_grad_norm = true;
+  bool sum_over_tensor_parallel = false;
 };
 
 struct AdamWSettings {
@@ -79,8 +85,8 @@ class FlatAdamW {
   // ZeRO-1: where the reduce-scatter of bucket `b` puts this rank's shard of the summed gradients.
   at::Tensor shard_grads(int b) const;
 
-  // The sum of squares of the gradients this rank updates (its shards with ZeRO-1, everything otherwise), as a
-  // float64 scalar on the device.
+  // The sum of squares of the gradients this rank updates (its shards with ZeRO-1, everything otherwise), leaving
+  // out the parameters with in_grad_norm = false, as a float64 scalar on the device.
   at::Tensor grad_square_sum() const;
 
   // One AdamW update at `lr`; see the top of the file for clip_coef and found_inf (float32 device scalars).
@@ -106,6 +112,8 @@ class FlatAdamW {
     std::vector<at::Tensor> exp_avg_sq;
   };
   std::vector<StateSlice> slices(bool only_own_shard);
+  // The gradients grad_square_sum() sums: the updated ones, or views of them over the counted parameters only.
+  std::vector<at::Tensor> norm_gradients() const;
 
   std::vector<NamedParameter> parameters_;
   AdamWSettings settings_;
@@ -116,6 +124,7 @@ class FlatAdamW {
   std::vector<at::Tensor> grads_;        // per group
   std::vector<at::Tensor> shard_grads_;  // per bucket (ZeRO-1)
   std::vector<GroupState> state_;        // per group
+  std::vector<at::Tensor> norm_grads_;   // what grad_square_sum() sums: views of the updated gradients
   at::Tensor steps_;                     // float32 scalar on the device
 };
 

@@ -21,13 +21,21 @@ class GradReducer::Hook final : public torch::autograd::PostAccumulateGradHook {
   int param_;
 };
 
-GradReducer::GradReducer(FlatAdamW& optimizer, bool overlap)
+GradReducer::GradReducer(FlatAdamW& optimizer, bool overlap, const model::TensorParallel& tensor_parallel)
     : optimizer_(optimizer),
       overlap_(overlap),
+      tensor_parallel_(tensor_parallel),
       arrived_(optimizer.layout().params.size(), 0),
       pending_(optimizer.layout().buckets.size(), 0),
       works_(optimizer.layout().buckets.size()) {
   const auto& parameters = optimizer_.parameters();
+  if (tensor_parallel_.size() > 1) {
+    for (size_t i = parameters.size(); i-- > 0;) {
+      if (parameters[i].sum_over_tensor_parallel) {
+        tp_order_.push_back(static_cast<int>(i));
+      }
+    }
+  }
   for (size_t i = 0; i < parameters.size(); ++i) {
     grad_data_.push_back(parameters[i].tensor.grad().const_data_ptr());
     torch::autograd::impl::set_post_acc_grad_hooks(parameters[i].tensor,
@@ -57,6 +65,7 @@ void GradReducer::arm() {
     works_[b].reset();
   }
   next_ = 0;
+  next_tp_ = 0;
   started_in_backward_ = 0;
   armed_ = true;
 }
@@ -73,6 +82,28 @@ void GradReducer::on_gradient(int param) {
     return;
   }
   arrived_[static_cast<size_t>(param)] = 1;
+  if (parameter.sum_over_tensor_parallel && !tp_order_.empty()) {
+    sum_over_tensor_parallel(/*all=*/false);
+  } else {
+    count_for_bucket(param);
+  }
+}
+
+void GradReducer::sum_over_tensor_parallel(bool all) {
+  for (; next_tp_ < tp_order_.size(); ++next_tp_) {
+    const int param = tp_order_[next_tp_];
+    if (!all && arrived_[static_cast<size_t>(param)] == 0) {
+      return;
+    }
+    at::Tensor grad = optimizer_.parameters()[static_cast<size_t>(param)].tensor.grad();  // a view of the flat buffer
+    tensor_parallel_.all_reduce_sum(grad);
+    if (!all) {
+      count_for_bucket(param);
+    }
+  }
+}
+
+void GradReducer::count_for_bucket(int param) {
   const int bucket = optimizer_.layout().params[static_cast<size_t>(param)].bucket;
   --pending_[static_cast<size_t>(bucket)];
   if (!overlap_) {
@@ -110,6 +141,7 @@ std::vector<std::string> GradReducer::finish() {
   }
   armed_ = false;
   const auto start_time = std::chrono::steady_clock::now();
+  sum_over_tensor_parallel(/*all=*/true);  // before any bucket holding those gradients starts
   for (; next_ < static_cast<int>(pending_.size()); ++next_) {
     start(next_);
   }

@@ -16,6 +16,13 @@
 // got no gradient here; the caller makes the ranks agree on that and stops with an error. A gradient that autograd
 // replaced instead of accumulating into the flat buffer (someone set it to none) is an Error at once.
 //
+// Under tensor parallelism, a parameter with sum_over_tensor_parallel (a replicated parameter whose gradient is only
+// this rank's share of it) has its accumulated gradient summed over the tensor-parallel group in the armed backward
+// before it counts as arrived for its bucket. These sums are blocking collectives of the group, issued in one fixed
+// order on every rank (reverse registration order, the order backward mostly produces gradients in): a parameter's
+// sum waits until every parameter before it in that order has arrived, whatever order autograd delivers them in, and
+// finish() issues the sums still due (gradients this rank did not get) before it starts the buckets left.
+//
 // Threading: the hooks run on the thread that runs backward (the caller's on the CPU).
 #pragma once
 
@@ -25,13 +32,17 @@
 #include <vector>
 
 #include "launch/communicator.h"
+#include "model/tensor_parallel.h"
 #include "trainer/parallel/flat_adamw.h"
 
 namespace mlagpt::trainer {
 
 class GradReducer {
  public:
-  GradReducer(FlatAdamW& optimizer, bool overlap);
+  // `tensor_parallel`: the group the sum_over_tensor_parallel gradients are summed over (the model's); it must
+  // outlive the reducer.
+  GradReducer(FlatAdamW& optimizer, bool overlap,
+              const model::TensorParallel& tensor_parallel = model::single_device());
   ~GradReducer();
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -51,11 +62,18 @@ class GradReducer {
  private:
   class Hook;
   void on_gradient(int param);
+  // Sums over the tensor-parallel group the gradients due in tp_order_ that have arrived (all that are due when
+  // `all`), counting each as arrived for its bucket.
+  void sum_over_tensor_parallel(bool all);
+  void count_for_bucket(int param);
   void start_ready_buckets();
   void start(int bucket);
 
   FlatAdamW& optimizer_;
   bool overlap_;
+  const model::TensorParallel& tensor_parallel_;
+  std::vector<int> tp_order_;  // the parameters summed over the tensor-parallel group, in the order of their sums
+  size_t next_tp_ = 0;         // the next of them to sum
   bool armed_ = false;
   std::vector<char> arrived_;                         // per parameter, in the armed backward
   std::vector<int64_t> pending_;                      // per bucket: gradients still to come
