@@ -33,7 +33,7 @@ run() {  # tp threads
   if [[ $1 -gt 1 ]]; then launcher=(mpiexec -n "$1"); fi
   "${launcher[@]}" "$mlagpt" train --config "$root/launch/configs/tiny_mla.toml" --data.dir="$work/data" \
     --run.out_dir="$out" --run.max_steps="$steps" --run.log_every=1 --run.threads="$2" --run.device=cpu \
-    --eval.every=0 --checkpoint.every=0 --parallel.tp="$1" > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
+    --eval.every=0 --eval.sample_tokens=0 --checkpoint.every=0 --parallel.tp="$1" > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
   medians "$out/metrics.jsonl"
 }
 

@@ -116,7 +116,8 @@ TEST_F(TensorParallelResume, EvalAndSampleLoadATensorParallelCheckpointInOneProc
   }
   const fs::path checkpoint = *dir_ / "straight" / "checkpoints" / fmt::format("step_{:08d}", kSteps);
   int status = 0;
-  const std::string eval = mlagpt(fmt::format("eval --ckpt {} --batches 2", checkpoint.string()), &status);
+  // The run evaluated eval.batches = 2 batches on each of its 2 data-parallel ranks: 4 batches in one process.
+  const std::string eval = mlagpt(fmt::format("eval --ckpt {} --batches 4", checkpoint.string()), &status);
   ASSERT_EQ(status, 0) << eval;
   std::smatch match;
   ASSERT_TRUE(std::regex_search(eval, match, std::regex(R"(val loss ([0-9.]+))"))) << eval;
