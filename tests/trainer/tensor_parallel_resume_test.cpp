@@ -6,26 +6,21 @@
 // eval reproduces the validation loss the run logged at that step.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <regex>
 #include <tuple>
 
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
+#include "support/training_curve.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Curve {
-  std::vector<double> train;
-  std::vector<double> grad_norm;
-  std::vector<double> eval;
-};
+using Curve = mlagpt::testing::TrainingCurve;
 
 class TensorParallelResume : public testing::Test {
  protected:
@@ -54,20 +49,7 @@ class TensorParallelResume : public testing::Test {
     ASSERT_EQ(status, 0) << command << "\n" << output;
   }
 
-  static Curve curve(const std::string& run) {
-    Curve out;
-    std::ifstream in(*dir_ / run / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto json = nlohmann::json::parse(line);
-      if (json["kind"] == "train") {
-        out.train.push_back(json["loss"].get<double>());
-        out.grad_norm.push_back(json["grad_norm"].get<double>());
-      } else if (json["kind"] == "eval") {
-        out.eval.push_back(json["val_loss"].get<double>());
-      }
-    }
-    return out;
-  }
+  static Curve curve(const std::string& run) { return mlagpt::testing::read_training_curve(*dir_ / run); }
 
   static std::string mlagpt(const std::string& args, int* status) {
     return mlagpt::testing::run_command(fmt::format("{} {} 2>&1", MLAGPT_EXECUTABLE, args), status);

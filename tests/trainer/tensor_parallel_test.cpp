@@ -9,26 +9,20 @@
 #include <ATen/ops/allclose.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
-#include <fstream>
 #include <memory>
 #include <set>
 
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
+#include "support/training_curve.h"
 #include "trainer/checkpointer.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Curve {
-  std::vector<double> train;      // loss of every step, in order
-  std::vector<double> grad_norm;  // global gradient norm of every step, before clipping
-  std::vector<double> lr;         // learning rate of every step
-  std::vector<double> eval;       // validation loss of every evaluation
-};
+using Curve = mlagpt::testing::TrainingCurve;
 
 class TensorParallel : public testing::Test {
  protected:
@@ -70,21 +64,7 @@ class TensorParallel : public testing::Test {
     trained_.insert(run);
   }
 
-  static Curve curve(const std::string& run) {
-    Curve out;
-    std::ifstream in(*dir_ / run / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto json = nlohmann::json::parse(line);
-      if (json["kind"] == "train") {
-        out.train.push_back(json["loss"].get<double>());
-        out.grad_norm.push_back(json["grad_norm"].get<double>());
-        out.lr.push_back(json["lr"].get<double>());
-      } else if (json["kind"] == "eval") {
-        out.eval.push_back(json["val_loss"].get<double>());
-      }
-    }
-    return out;
-  }
+  static Curve curve(const std::string& run) { return mlagpt::testing::read_training_curve(*dir_ / run); }
 
   // The final weights of run `run` as one process's model, from its checkpoint of the last step.
   static std::vector<std::pair<std::string, at::Tensor>> weights(const std::string& run) {
