@@ -57,12 +57,18 @@ TEST(TallQr, WellConditionedInputTakesCholeskyQr2) {
 }
 
 TEST(TallQr, ConditionPast1e4TakesShiftedCholeskyQr3AndStaysOrthonormal) {
-  // Shifted CholeskyQR3 holds up to cond(X) of about u^-1 / sqrt(11 m l) = 4e4 here (tall_qr.h).
+  // Shifted CholeskyQR3 holds up to cond(X) of about u^-1 / sqrt(11 m l) = 4e4 here (tall_qr.h). The routing
+  // threshold is u^-1/2 / 4 = 1e3, so both conditions must take it.
   for (double condition : {1.5e4, 3e4}) {
     SCOPED_TRACE(condition);
     const at::Tensor x = with_condition(condition, 2);
-    const double plain_loss = plain_cholesky_qr2_loss(x);
-    EXPECT_FALSE(plain_loss < 1e-3) << plain_loss;  // large or NaN: plain CholeskyQR2 is not orthonormal
+    if (condition == 3e4) {
+      // cond(X)^2 = 9e8 is 54 u^-1: the Gram matrix is not positive definite in float32, so plain CholeskyQR2 is
+      // not orthonormal (large or NaN). At 1.5e4 (cond^2 = 13 u^-1) whether it breaks depends on the rounding of
+      // the machine's BLAS (it broke on one CPU and not on another), so only the routing is asserted there.
+      const double plain_loss = plain_cholesky_qr2_loss(x);
+      EXPECT_FALSE(plain_loss < 1e-3) << plain_loss;
+    }
     QrReport report;
     expect_factorization(x, tall_qr(x, QrMethod::kCholeskyQr2, {}, &report));
     EXPECT_EQ(report.shifted_cholesky_qr3, 1);
