@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <exception>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "launch/error.h"
 
@@ -54,6 +57,85 @@ int64_t mha_attention_per_layer(const ModelConfig& c) {
 }
 int64_t mha_kv_values_per_token(const ModelConfig& c) {
   return 2 * c.n_embd * c.n_layer;
+}
+
+// [out, in] of the projection `name` of a block's attention (`attention`) or MLP, as the model builds it.
+std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, bool attention, std::string_view name) {
+  const int64_t d = c.n_embd;
+  const int64_t H = c.n_head;
+  if (!attention) {
+    if (name == "gate" || name == "fc") {
+      return {c.mlp_hidden, d};
+    }
+    if (name == "proj") {
+      return {d, c.mlp_hidden};
+    }
+  } else if (c.attention == AttentionKind::kMla) {
+    const int64_t q_width = H * (c.qk_nope_head_dim + c.qk_rope_head_dim);
+    if (name == "q_proj") {
+      return {q_width, d};
+    }
+    if (name == "q_down") {
+      return {c.q_lora_rank, d};
+    }
+    if (name == "q_up") {
+      return {q_width, c.q_lora_rank};
+    }
+    if (name == "kv_down") {
+      return {c.kv_lora_rank + c.qk_rope_head_dim, d};
+    }
+    if (name == "kv_up") {
+      return {H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
+    }
+    if (name == "o_proj") {
+      return {d, H * c.v_head_dim};
+    }
+  } else {
+    if (name == "q_proj") {
+      return {H * c.head_dim(), d};
+    }
+    if (name == "k_proj" || name == "v_proj") {
+      return {c.n_kv_head * c.head_dim(), d};
+    }
+    if (name == "o_proj") {
+      return {d, H * c.head_dim()};
+    }
+  }
+  throw ConfigError(fmt::format("model config: low_rank names {} projection '{}', which a {} model does not have",
+                                attention ? "an attention" : "an MLP", name, to_string(c.attention)));
+}
+
+// What config.low_rank saves: weights of the dense projections minus those of their factors, per block and kind.
+struct LowRankSavings {
+  std::vector<int64_t> attention;  // per block
+  std::vector<int64_t> mlp;
+};
+
+LowRankSavings low_rank_savings(const ModelConfig& c) {
+  LowRankSavings savings{std::vector<int64_t>(static_cast<size_t>(c.n_layer), 0),
+                         std::vector<int64_t>(static_cast<size_t>(c.n_layer), 0)};
+  for (const auto& [path, rank] : parse_low_rank(c.low_rank)) {
+    // blocks.<i>.<attn|mlp>.<name>
+    const size_t first = path.find('.');
+    const size_t second = path.find('.', first + 1);
+    const size_t third = path.find('.', second + 1);
+    const std::string kind = third == std::string::npos ? "" : path.substr(second + 1, third - second - 1);
+    int64_t block = -1;
+    if (path.rfind("blocks.", 0) == 0 && second != std::string::npos) {
+      try {
+        block = std::stoll(path.substr(first + 1, second - first - 1));
+      } catch (const std::exception&) {
+        block = -1;
+      }
+    }
+    if (block < 0 || block >= c.n_layer || (kind != "attn" && kind != "mlp")) {
+      throw ConfigError(fmt::format("model config: low_rank names '{}', not blocks.<0..{}>.<attn|mlp>.<projection>",
+                                    path, c.n_layer - 1));
+    }
+    const auto [out, in] = projection_shape(c, kind == "attn", path.substr(third + 1));
+    (kind == "attn" ? savings.attention : savings.mlp)[static_cast<size_t>(block)] += out * in - rank * (out + in);
+  }
+  return savings;
 }
 
 void require_context(int64_t context_length) {
@@ -121,11 +203,15 @@ ParameterCounts count_parameters(const ModelConfig& config) {
   const int64_t L = c.n_layer;
   ParameterCounts counts;
   counts.embedding = c.vocab_size * d + (c.positions == PositionKind::kLearned ? c.block_size * d : 0);
-  counts.attention_per_layer = attention_per_layer(c);
-  counts.attention = L * counts.attention_per_layer;
+  const LowRankSavings savings = low_rank_savings(c);
   const int64_t up_projections = c.mlp == MlpKind::kSwiglu ? 2 : 1;  // swiglu's gate and fc, or gelu's fc
-  counts.mlp_per_layer = up_projections * linear(d, c.mlp_hidden, c.bias) + linear(c.mlp_hidden, d, c.bias);
-  counts.mlp = L * counts.mlp_per_layer;
+  const int64_t dense_mlp = up_projections * linear(d, c.mlp_hidden, c.bias) + linear(c.mlp_hidden, d, c.bias);
+  for (int64_t i = 0; i < L; ++i) {
+    counts.attention += attention_per_layer(c) - savings.attention[static_cast<size_t>(i)];
+    counts.mlp += dense_mlp - savings.mlp[static_cast<size_t>(i)];
+  }
+  counts.attention_per_layer = attention_per_layer(c) - savings.attention[0];
+  counts.mlp_per_layer = dense_mlp - savings.mlp[0];
   counts.norms = (2 * L + 1) * norm(c.norm, d, c.bias);
   counts.lm_head = c.tie_embeddings ? 0 : c.vocab_size * d;
   counts.total = counts.embedding + counts.attention + counts.mlp + counts.norms + counts.lm_head;

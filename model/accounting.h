@@ -30,6 +30,8 @@ namespace mlagpt::model {
 //   mlp:       gelu fc [hidden, d], proj [d, hidden]; swiglu adds gate [hidden, d];
 //   norms:     norm1 and norm2 of every block, and norm_f;
 //   lm_head:   [V, d] when the embeddings are untied, else 0 (the head is wte).
+// A projection that config.low_rank holds at rank r counts r (out + in) instead of out in (its factors, which are
+// also its matmul FLOPs); the *_per_layer figures are block 0's.
 struct ParameterCounts {
   int64_t embedding = 0;
   int64_t attention = 0;  // all layers; MLA's q_norm and kv_norm included

@@ -11,7 +11,8 @@ std::shared_ptr<Projection> Attention::add_projection(const std::string& name, i
                                                       TpLayout layout) {
   auto projection = register_module(name, std::make_shared<DenseLinear>(in, out, config_.bias));
   projections_[name] = projection;
-  add_projection_splits(splits_, name, layout, config_.bias);
+  layouts_[name] = layout;
+  add_projection_splits(splits_, name, layout, *projection);
   return projection;
 }
 
@@ -32,17 +33,27 @@ std::shared_ptr<Projection> Attention::projection(const std::string& name) const
   throw Error(fmt::format("attention has no projection '{}'", name));
 }
 
-void Attention::replace_projection(const std::string& name, std::shared_ptr<Projection> replacement) {
-  if (group_.size() > 1) {
-    throw Error(fmt::format("replace_projection('{}'): compressed projections are not tensor-parallel (tp = {})", name,
-                            group_.size()));
+TpLayout Attention::layout(const std::string& name) const {
+  projection(name);  // names it in the error
+  return layouts_.at(name);
+}
+
+std::vector<std::string> Attention::projection_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, projection] : projections_) {
+    names.push_back(name);
   }
+  return names;
+}
+
+void Attention::replace_projection(const std::string& name, std::shared_ptr<Projection> replacement) {
   const auto current = projection(name);
   if (current->in_features() != replacement->in_features() || current->out_features() != replacement->out_features()) {
     throw Error(fmt::format("replace_projection('{}'): shape {}x{} != {}x{}", name, replacement->out_features(),
                             replacement->in_features(), current->out_features(), current->in_features()));
   }
   replace_module(name, replacement);
+  add_projection_splits(splits_, name, layouts_.at(name), *replacement);
   projections_[name] = std::move(replacement);
 }
 

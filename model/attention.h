@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/kv_cache.h"
 #include "model/model_config.h"
@@ -37,10 +38,12 @@ class Attention : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x, int64_t start_pos, LayerCache* cache, MlaDecodeMode mode) = 0;
   virtual std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t max_len,
                                                  const at::TensorOptions& options) const = 0;
-  // Replaces the named projection (e.g. "o_proj") with another of the same shape; for compression, on one device
-  // only (Error over a tensor-parallel group).
+  // Replaces the named projection (e.g. "o_proj") with another of the same (this rank's) shape, keeping its
+  // tensor-parallel layout; splits() then describes the replacement's parameters (compression).
   void replace_projection(const std::string& name, std::shared_ptr<Projection> projection);
   std::shared_ptr<Projection> projection(const std::string& name) const;
+  TpLayout layout(const std::string& name) const;
+  std::vector<std::string> projection_names() const;  // in name order
   // This layer's parameters (names relative to it, "q_proj.weight") that are split or need their gradient summed;
   // the others are replicated with the whole gradient on every rank.
   const std::map<std::string, ParameterSplit, std::less<>>& splits() const { return splits_; }
@@ -59,6 +62,7 @@ class Attention : public torch::nn::Module {
 
  private:
   std::map<std::string, std::shared_ptr<Projection>, std::less<>> projections_;
+  std::map<std::string, TpLayout, std::less<>> layouts_;
 };
 
 class StandardAttention final : public Attention {

@@ -10,10 +10,14 @@
 #include <c10/core/GradMode.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "launch/error.h"
+#include "model/config_value.h"
 #include "model/vocab_parallel.h"
 
 namespace mlagpt::model {
@@ -71,6 +75,9 @@ Gpt::Gpt(ModelConfig config, const TensorParallel& group) : config_(std::move(co
       splits_[prefix + "mlp." + name] = split;
     }
   }
+  for (const auto& [path, rank] : parse_low_rank(config_.low_rank)) {
+    factorize(path, rank);
+  }
   norm_f_ = register_module("norm_f", make_norm(config_.norm, d, config_.norm_eps, config_.bias));
   if (!config_.tie_embeddings) {
     lm_head_ = register_module("lm_head", std::make_shared<WeightHolder>(at::zeros({rows, d})))->weight_;
@@ -93,7 +100,12 @@ void Gpt::init_weights() {
     } else if (p.dim() == 1) {
       p.fill_(1.0);  // norm weights
     } else {
-      const double std = ends_with(name, "o_proj.weight") || ends_with(name, "mlp.proj.weight") ? residual_std : 0.02;
+      const bool residual = ends_with(name, "o_proj.weight") || ends_with(name, "mlp.proj.weight") ||
+                            ends_with(name, "o_proj.weight_b") || ends_with(name, "mlp.proj.weight_b");
+      double std = residual ? residual_std : 0.02;
+      if (ends_with(name, ".weight_a")) {
+        std = 1.0 / std::sqrt(static_cast<double>(p.size(0)));  // W = B A: r terms of variance 1 / r times std^2
+      }
       const ParameterSplit& split = splits_.at(name);
       if (!split.split() || group_.size() == 1) {
         p.normal_(0.0, std);
@@ -108,6 +120,113 @@ void Gpt::init_weights() {
       p.copy_(whole.narrow(split.dim, group_.rank() * chunk, chunk));
     }
   }
+}
+
+Gpt::ProjectionSlot Gpt::slot(std::string_view path) const {
+  // blocks.<i>.<attn|mlp>.<name>
+  const auto fail = [&] {
+    return Error(
+        fmt::format("the model has no projection '{}' (projections are blocks.<0..{}>.attn.<name> and "
+                    "blocks.<i>.mlp.<name>; attention has {}, the mlp {})",
+                    path, config_.n_layer - 1, fmt::join(blocks_.front()->attention().projection_names(), ", "),
+                    fmt::join(blocks_.front()->mlp().projection_names(), ", ")));
+  };
+  constexpr std::string_view kBlocks = "blocks.";
+  if (path.substr(0, kBlocks.size()) != kBlocks) {
+    throw fail();
+  }
+  const size_t dot = path.find('.', kBlocks.size());
+  const std::optional<int64_t> index =
+      dot == std::string_view::npos ? std::nullopt : parse_integer(path.substr(kBlocks.size(), dot - kBlocks.size()));
+  if (!index || *index < 0 || *index >= config_.n_layer) {
+    throw fail();
+  }
+  const std::string_view rest = path.substr(dot + 1);
+  ProjectionSlot found{.block = blocks_[static_cast<size_t>(*index)].get(), .attention = false, .name = {}};
+  if (rest.substr(0, 5) == "attn.") {
+    found.attention = true;
+    found.name = std::string(rest.substr(5));
+  } else if (rest.substr(0, 4) == "mlp.") {
+    found.name = std::string(rest.substr(4));
+  } else {
+    throw fail();
+  }
+  const std::vector<std::string> names =
+      found.attention ? found.block->attention().projection_names() : found.block->mlp().projection_names();
+  if (std::find(names.begin(), names.end(), found.name) == names.end()) {
+    throw fail();
+  }
+  return found;
+}
+
+std::vector<std::string> Gpt::projection_paths() const {
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    for (const std::string& name : blocks_[i]->attention().projection_names()) {
+      paths.push_back(fmt::format("blocks.{}.attn.{}", i, name));
+    }
+    for (const std::string& name : blocks_[i]->mlp().projection_names()) {
+      paths.push_back(fmt::format("blocks.{}.mlp.{}", i, name));
+    }
+  }
+  return paths;
+}
+
+std::shared_ptr<Projection> Gpt::projection(std::string_view path) const {
+  const ProjectionSlot found = slot(path);
+  return found.attention ? found.block->attention().projection(found.name) : found.block->mlp().projection(found.name);
+}
+
+TpLayout Gpt::projection_layout(std::string_view path) const {
+  const ProjectionSlot found = slot(path);
+  return found.attention ? found.block->attention().layout(found.name) : found.block->mlp().layout(found.name);
+}
+
+std::array<int64_t, 2> Gpt::full_shape(std::string_view path) const {
+  const std::shared_ptr<Projection> p = projection(path);
+  const TpLayout layout = projection_layout(path);
+  const int64_t tp = group_.size();
+  return {p->out_features() * (layout == TpLayout::kColumn ? tp : 1),
+          p->in_features() * (layout == TpLayout::kRow ? tp : 1)};
+}
+
+std::shared_ptr<LowRankLinear> Gpt::factorize(const std::string& path, int64_t rank) {
+  const ProjectionSlot found = slot(path);
+  const std::shared_ptr<Projection> current = projection(path);
+  const auto [out, in] = full_shape(path);
+  if (rank < 1 || rank > std::min(out, in)) {
+    throw ConfigError(fmt::format("model config: low_rank {}={}: the rank must be in [1, {}] for its [{} x {}] weight",
+                                  path, rank, std::min(out, in), out, in));
+  }
+  const at::Tensor old_bias = current->bias();
+  auto low_rank =
+      std::make_shared<LowRankLinear>(current->in_features(), current->out_features(), rank, old_bias.defined());
+  low_rank->to(current->effective_weight().device(), current->effective_weight().scalar_type());
+  if (old_bias.defined()) {
+    const c10::NoGradGuard no_grad;
+    low_rank->bias().copy_(old_bias);
+  }
+  const std::string prefix = path.substr(0, path.size() - found.name.size());  // "blocks.0.attn."
+  const std::map<std::string, ParameterSplit, std::less<>>* layer_splits = nullptr;
+  if (found.attention) {
+    found.block->attention().replace_projection(found.name, low_rank);
+    layer_splits = &found.block->attention().splits();
+  } else {
+    found.block->mlp().replace_projection(found.name, low_rank);
+    layer_splits = &found.block->mlp().splits();
+  }
+  for (auto it = splits_.lower_bound(path + "."); it != splits_.end() && it->first.rfind(path + ".", 0) == 0;) {
+    it = splits_.erase(it);
+  }
+  for (const auto& [name, split] : *layer_splits) {
+    if (name.rfind(found.name + ".", 0) == 0) {
+      splits_[prefix + name] = split;
+    }
+  }
+  LowRankMap ranks = parse_low_rank(config_.low_rank);
+  ranks[path] = rank;
+  config_.low_rank = format_low_rank(ranks);
+  return low_rank;
 }
 
 at::Tensor Gpt::forward(const at::Tensor& idx, KvCache* cache) {

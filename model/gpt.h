@@ -9,16 +9,20 @@
 // Parameter names (checkpoints and tests/reference use them): wte.weight, wpe.weight (learned positions),
 // blocks.N.{norm1,attn,norm2,mlp}.*, norm_f.*, lm_head.weight (untied). GPT-2 initialization: N(0, 0.02) for
 // weights and embeddings, residual output projections (attn.o_proj, mlp.proj) N(0, 0.02 / sqrt(2 n_layer)),
-// zero biases, unit norm weights.
+// zero biases, unit norm weights. A projection that config.low_rank lists is built as W = B A (LowRankLinear):
+// A [r, in] ~ N(0, 1 / sqrt(r)) and B [out, r] ~ N(0, std), so that W's entries have the dense layer's std.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "model/attention.h"
 #include "model/kv_cache.h"
@@ -75,7 +79,26 @@ class Gpt final : public torch::nn::Module {
   const std::map<std::string, ParameterSplit, std::less<>>& parameter_splits() const { return splits_; }
   Block& block(int64_t i) { return *blocks_[static_cast<size_t>(i)]; }
 
+  // Projections by path, "blocks.0.attn.kv_up" or "blocks.3.mlp.fc": projection_paths() lists every one the blocks
+  // hold, block by block. Error naming the path for one the model does not have.
+  std::vector<std::string> projection_paths() const;
+  std::shared_ptr<Projection> projection(std::string_view path) const;
+  TpLayout projection_layout(std::string_view path) const;
+  // [out, in] of the whole projection (all tensor-parallel ranks' shards together).
+  std::array<int64_t, 2> full_shape(std::string_view path) const;
+  // Replaces the projection at `path` (dense or low rank) by a LowRankLinear of `rank` with zero factors of this
+  // rank's shapes and the old bias, updates parameter_splits() and records it in config().low_rank; the caller
+  // fills the factors. ConfigError naming the path when rank is not in [1, min(out, in)] of the whole projection.
+  // The parameters change: an optimizer built over the old ones must be rebuilt.
+  std::shared_ptr<LowRankLinear> factorize(const std::string& path, int64_t rank);
+
  private:
+  struct ProjectionSlot {
+    Block* block;
+    bool attention;    // in attn, else in mlp
+    std::string name;  // within it
+  };
+  ProjectionSlot slot(std::string_view path) const;
   ModelConfig config_;
   const TensorParallel& group_;
   std::map<std::string, ParameterSplit, std::less<>> splits_;

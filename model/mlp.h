@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/model_config.h"
 #include "model/projection.h"
@@ -24,8 +25,14 @@ class Mlp final : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);  // [B, T, d] -> [B, T, d]
   // As Attention::splits().
   const std::map<std::string, ParameterSplit, std::less<>>& splits() const { return splits_; }
+  // As Attention's: "gate" (swiglu), "fc", "proj".
+  std::shared_ptr<Projection> projection(const std::string& name) const;
+  TpLayout layout(const std::string& name) const;
+  std::vector<std::string> projection_names() const;
+  void replace_projection(const std::string& name, std::shared_ptr<Projection> projection);
 
  private:
+  std::shared_ptr<Projection>& slot(const std::string& name);
   const TensorParallel& group_;
   MlpKind kind_;
   double dropout_;

@@ -103,6 +103,7 @@ void ModelConfig::resolve() {
 }
 
 void ModelConfig::validate() const {
+  parse_low_rank(low_rank);
   require(vocab_size >= 0, fmt::format("vocab_size must be >= 0 (0 = not set: the dataset's), got {}", vocab_size));
   for (const auto& [name, value] : {std::pair<const char*, int64_t>{"block_size", block_size},
                                     {"n_layer", n_layer},
@@ -179,6 +180,36 @@ ModelConfig model_config_from_json(const nlohmann::json& json, std::string_view 
   }
   config.resolve();
   return config;
+}
+
+LowRankMap parse_low_rank(std::string_view text) {
+  LowRankMap ranks;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    const std::string_view entry = text.substr(start, end - start);
+    const size_t eq = entry.find('=');
+    const std::string_view path = eq == std::string_view::npos ? std::string_view() : entry.substr(0, eq);
+    const std::optional<int64_t> rank =
+        eq == std::string_view::npos ? std::nullopt : parse_integer(entry.substr(eq + 1));
+    if (path.empty() || !rank || *rank < 1) {
+      throw ConfigError(fmt::format(
+          "model config: low_rank entry '{}' is not path=rank with a rank >= 1 (e.g. blocks.0.mlp.fc=32)", entry));
+    }
+    if (!ranks.emplace(std::string(path), *rank).second) {
+      throw ConfigError(fmt::format("model config: low_rank names {} twice", path));
+    }
+    start = end + 1;
+  }
+  return ranks;
+}
+
+std::string format_low_rank(const LowRankMap& ranks) {
+  std::string text;
+  for (const auto& [path, rank] : ranks) {
+    text += fmt::format("{}{}={}", text.empty() ? "" : ",", path, rank);
+  }
+  return text;
 }
 
 std::string describe_differences(const ModelConfig& a, const ModelConfig& b) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -53,6 +54,10 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 32;
   int64_t qk_rope_head_dim = 16;
   int64_t v_head_dim = 32;
+  // Projections held as low-rank factors W = B A (model/projection.h), as "path=rank" pairs separated by commas in
+  // name order: "blocks.0.mlp.fc=32,blocks.1.attn.kv_up=16". Written by compression (trainer/compression/), stored
+  // in checkpoints, so that resume, eval and sample build the compressed structure; "" = every projection dense.
+  std::string low_rank;
 
   // Fills the 0 = "derived" fields (n_kv_head, mlp_hidden) and checks every rule; throws ConfigError that names
   // the rule and the values. Idempotent. vocab_size may stay 0 (not set) here; Gpt refuses to be built so.
@@ -92,6 +97,7 @@ struct ModelConfig {
     visit("qk_nope_head_dim", qk_nope_head_dim);
     visit("qk_rope_head_dim", qk_rope_head_dim);
     visit("v_head_dim", v_head_dim);
+    visit("low_rank", low_rank);
   }
   template <typename Visitor>
   void visit_fields(Visitor&& visit) const {
@@ -99,6 +105,12 @@ struct ModelConfig {
         [&visit](std::string_view name, const auto& value) { visit(name, value); });
   }
 };
+
+// ModelConfig::low_rank as a map, path -> rank, and back. parse_low_rank throws ConfigError naming model.low_rank and
+// the entry for a malformed pair, a rank < 1 or a path given twice.
+using LowRankMap = std::map<std::string, int64_t, std::less<>>;
+LowRankMap parse_low_rank(std::string_view text);
+std::string format_low_rank(const LowRankMap& ranks);
 
 // JSON object with every field; enums as their names.
 nlohmann::json to_json(const ModelConfig& config);

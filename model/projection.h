@@ -3,13 +3,15 @@
 //
 // DenseLinear holds W [out, in]; LowRankLinear holds W = B A with A [rank, in] and B [out, rank] and computes
 // y = B (A x) + b, which costs rank * (in + out) multiply-adds instead of in * out. effective_weight() gives W in
-// either case (absorbed MLA decoding folds it into the query). Parameter names: `weight` (dense), `weight_a` and
-// `weight_b` (low rank), and `bias` when present.
+// either case (absorbed MLA decoding folds it into the query; without autograd a LowRankLinear keeps the product
+// until A or B changes, so decoding forms it once per weight version, not once per token). Parameter names: `weight`
+// (dense), `weight_a` and `weight_b` (low rank), and `bias` when present.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,6 +49,8 @@ class DenseLinear final : public Projection {
 
 class LowRankLinear final : public Projection {
  public:
+  // `in_features` and `out_features` are this rank's (a tensor-parallel shard may be narrower than the rank);
+  // rank >= 1, else ConfigError.
   LowRankLinear(int64_t in_features, int64_t out_features, int64_t rank, bool bias);
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor effective_weight() const override;
@@ -59,6 +63,10 @@ class LowRankLinear final : public Projection {
   at::Tensor weight_a_;
   at::Tensor weight_b_;
   at::Tensor bias_;
+  // effective_weight() outside autograd, and the versions of A and B it was formed from.
+  mutable at::Tensor product_;
+  mutable std::array<int64_t, 2> product_versions_{};
+  mutable std::array<const void*, 2> product_sources_{};
 };
 
 // How a projection is laid out over the tensor-parallel group (Megatron-LM). Column-parallel: each rank holds a
@@ -68,12 +76,15 @@ class LowRankLinear final : public Projection {
 // the ranks use different parts of its output, so its gradient is summed over the group after backward.
 enum class TpLayout { kColumn, kRow, kReplicated };
 
-// The splits of `name`.weight and, with a bias, `name`.bias under `layout`.
+// The splits of `projection`'s parameters, named `name`.weight (or .weight_a and .weight_b) and `name`.bias, under
+// `layout`, replacing any earlier entries of `name`. A low-rank projection W = B A splits the factor on the split
+// side of W: column-parallel, B by rows (A whole, its gradient summed: each rank's B uses all of it); row-parallel,
+// A by columns (B whole, applied after the sum, its gradient whole on every rank); replicated, both summed.
 void add_projection_splits(std::map<std::string, ParameterSplit, std::less<>>& splits, const std::string& name,
-                           TpLayout layout, bool bias);
+                           TpLayout layout, const Projection& projection);
 
-// A row-parallel projection: the partial products x W_r^T summed over the group, plus the bias. On one device
-// projection.forward(x).
+// A row-parallel projection: the partial products x W_r^T summed over the group, plus the bias; for a low-rank one
+// the partial x A_r^T (rank wide) is summed and B applied after. On one device projection.forward(x).
 at::Tensor row_parallel_forward(Projection& projection, const at::Tensor& x, const TensorParallel& group);
 
 }  // namespace mlagpt::model

@@ -149,6 +149,34 @@ TEST(Accounting, ParameterCountsMatchTheModelsTensors) {
   }
 }
 
+TEST(Accounting, LowRankProjectionsCountTheirFactors) {
+  for (const auto kind : {AttentionKind::kMha, AttentionKind::kGqa, AttentionKind::kMla}) {
+    ModelConfig config;
+    config.vocab_size = 97;
+    config.n_layer = 3;
+    config.attention = kind;
+    config.n_kv_head = kind == AttentionKind::kGqa ? 2 : 0;
+    config.q_lora_rank = kind == AttentionKind::kMla ? 24 : 0;
+    config.low_rank = kind == AttentionKind::kMla
+                          ? "blocks.0.attn.kv_up=5,blocks.0.attn.q_up=7,blocks.2.mlp.proj=9,blocks.1.attn.kv_down=3"
+                          : "blocks.0.attn.k_proj=5,blocks.0.attn.o_proj=7,blocks.2.mlp.gate=9,blocks.1.attn.q_proj=3";
+    config.resolve();
+    SCOPED_TRACE(to_json(config).dump());
+    Gpt model(config);
+    const TensorCounts tensors = count_tensors(model);
+    const ParameterCounts counted = count_parameters(config);
+    EXPECT_EQ(counted.attention, tensors.by_component.attention);
+    EXPECT_EQ(counted.attention_per_layer, tensors.by_component.attention_per_layer);
+    EXPECT_EQ(counted.mlp, tensors.by_component.mlp);
+    EXPECT_EQ(counted.total, tensors.by_component.total);
+    EXPECT_EQ(flops_parameter_count(config), tensors.by_component.total - tensors.lookup_only);
+  }
+  ModelConfig bad;
+  bad.attention = AttentionKind::kMla;
+  bad.low_rank = "blocks.0.attn.k_proj=4";
+  EXPECT_THROW(count_parameters(bad), ConfigError);
+}
+
 TEST(Accounting, ResolvesDerivedFieldsItself) {
   const ModelConfig unresolved = tiny(AttentionKind::kGqa);  // mlp_hidden = 0 until resolved
   ModelConfig resolved = unresolved;
