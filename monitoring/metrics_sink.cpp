@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <map>
+
 #include "launch/error.h"
 
 namespace mlagpt::monitoring {
@@ -51,6 +53,31 @@ void JsonlSink::record(const CheckpointMetrics& m) {
        << std::flush;
 }
 
+void JsonlSink::record(const CompressionMetrics& m) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const CompressedLayer& layer : m.layers) {
+    layers.push_back({{"layer", layer.layer},
+                      {"rank_before", layer.rank_before},
+                      {"rank", layer.rank},
+                      {"kept_energy", layer.kept_energy},
+                      {"relative_error", layer.relative_error},
+                      {"parameters_before", layer.parameters_before},
+                      {"parameters_after", layer.parameters_after},
+                      {"seconds", layer.seconds}});
+  }
+  out_ << nlohmann::json{{"kind", "compression"},
+                         {"step", m.step},
+                         {"mode", m.mode},
+                         {"seconds", m.seconds},
+                         {"model_parameters_before", m.model_parameters_before},
+                         {"model_parameters_after", m.model_parameters_after},
+                         {"kv_cache_bytes_per_token", m.kv_cache_bytes_per_token},
+                         {"layers", layers}}
+              .dump()
+       << '\n'
+       << std::flush;
+}
+
 namespace {
 
 prometheus::Gauge* gauge(prometheus::Registry& registry, const std::string& name, const std::string& help,
@@ -65,8 +92,8 @@ prometheus::Counter* counter(prometheus::Registry& registry, const std::string& 
 
 }  // namespace
 
-PrometheusSink::PrometheusSink(prometheus::Registry& registry, int rank_number) {
-  const std::string rank = std::to_string(rank_number);
+PrometheusSink::PrometheusSink(prometheus::Registry& registry, int rank_number) : rank_(std::to_string(rank_number)) {
+  const std::string& rank = rank_;
   step_ = gauge(registry, "mlagpt_train_step", "Optimizer steps completed", rank);
   loss_ = gauge(registry, "mlagpt_train_loss", "Training loss of the last step (nats per token)", rank);
   learning_rate_ = gauge(registry, "mlagpt_learning_rate", "Learning rate of the last step", rank);
@@ -86,6 +113,38 @@ PrometheusSink::PrometheusSink(prometheus::Registry& registry, int rank_number) 
       counter(registry, "mlagpt_checkpoint_written_bytes_total", "Checkpoint bytes this rank wrote", rank);
   checkpoint_read_bytes_ =
       counter(registry, "mlagpt_checkpoint_read_bytes_total", "Checkpoint bytes this rank read", rank);
+  compression_seconds_ =
+      gauge(registry, "mlagpt_compression_seconds", "Wall time of the last compression pass on this rank", rank);
+  model_parameters_ = gauge(registry, "mlagpt_model_parameters",
+                            "Parameters of the model after the last compression "
+                            "pass (all tensor-parallel shards)",
+                            rank);
+  compression_passes_ = counter(registry, "mlagpt_compression_passes_total", "Compression passes run", rank);
+  layer_rank_ = &prometheus::BuildGauge()
+                     .Name("mlagpt_compressed_layer_rank")
+                     .Help("Rank of a compressed projection after the last pass")
+                     .Register(registry);
+  layer_error_ = &prometheus::BuildGauge()
+                      .Name("mlagpt_compressed_layer_relative_error_ratio")
+                      .Help("Relative Frobenius error of a projection's last compression")
+                      .Register(registry);
+  layer_energy_ = &prometheus::BuildGauge()
+                       .Name("mlagpt_compressed_layer_kept_energy_ratio")
+                       .Help("Share of a projection's squared singular values its last compression kept")
+                       .Register(registry);
+}
+
+void PrometheusSink::record(const CompressionMetrics& m) {
+  compression_seconds_->Set(m.seconds);
+  model_parameters_->Set(static_cast<double>(m.model_parameters_after));
+  compression_passes_->Increment();
+  // One series per compressed layer (a bounded label: the model's projections), never per step.
+  for (const CompressedLayer& layer : m.layers) {
+    const std::map<std::string, std::string> labels{{"rank", rank_}, {"layer", layer.layer}};
+    layer_rank_->Add(labels).Set(static_cast<double>(layer.rank));
+    layer_error_->Add(labels).Set(layer.relative_error);
+    layer_energy_->Add(labels).Set(layer.kept_energy);
+  }
 }
 
 void PrometheusSink::record(const CheckpointMetrics& m) {
@@ -119,6 +178,12 @@ void MetricsFanout::record(const StepMetrics& metrics) {
 }
 
 void MetricsFanout::record(const EvalMetrics& metrics) {
+  for (auto& sink : sinks_) {
+    sink->record(metrics);
+  }
+}
+
+void MetricsFanout::record(const CompressionMetrics& metrics) {
   for (auto& sink : sinks_) {
     sink->record(metrics);
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <prometheus/counter.h>
+#include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
@@ -46,12 +47,37 @@ struct CheckpointMetrics {
   int64_t bytes_all_ranks = 0;  // written by all ranks (saves)
 };
 
+// One projection compressed by a compression pass (trainer/compression/compression.h); counts are of the whole
+// projection, all tensor-parallel shards.
+struct CompressedLayer {
+  std::string layer;        // its path, "blocks.0.mlp.fc"
+  int64_t rank_before = 0;  // 0: it was dense
+  int64_t rank = 0;
+  double kept_energy = 0;
+  double relative_error = 0;
+  int64_t parameters_before = 0;
+  int64_t parameters_after = 0;
+  double seconds = 0;
+};
+
+// A compression pass after optimizer step `step`.
+struct CompressionMetrics {
+  int64_t step = 0;
+  std::string mode;  // factorize or project
+  std::vector<CompressedLayer> layers;
+  int64_t model_parameters_before = 0;
+  int64_t model_parameters_after = 0;
+  int64_t kv_cache_bytes_per_token = 0;
+  double seconds = 0;
+};
+
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
   virtual void record(const StepMetrics& metrics) = 0;
   virtual void record(const EvalMetrics& metrics) = 0;
   virtual void record(const CheckpointMetrics& metrics) = 0;
+  virtual void record(const CompressionMetrics& metrics) = 0;
 };
 
 class JsonlSink final : public MetricsSink {
@@ -61,6 +87,7 @@ class JsonlSink final : public MetricsSink {
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
   void record(const CheckpointMetrics& metrics) override;
+  void record(const CompressionMetrics& metrics) override;
 
  private:
   std::filesystem::path path_;
@@ -73,8 +100,10 @@ class PrometheusSink final : public MetricsSink {
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
   void record(const CheckpointMetrics& metrics) override;
+  void record(const CompressionMetrics& metrics) override;
 
  private:
+  std::string rank_;
   prometheus::Gauge* step_;
   prometheus::Gauge* loss_;
   prometheus::Gauge* learning_rate_;
@@ -90,6 +119,12 @@ class PrometheusSink final : public MetricsSink {
   prometheus::Gauge* checkpoint_load_seconds_;
   prometheus::Counter* checkpoint_written_bytes_;
   prometheus::Counter* checkpoint_read_bytes_;
+  prometheus::Gauge* compression_seconds_;
+  prometheus::Gauge* model_parameters_;
+  prometheus::Counter* compression_passes_;
+  prometheus::Family<prometheus::Gauge>* layer_rank_;
+  prometheus::Family<prometheus::Gauge>* layer_error_;
+  prometheus::Family<prometheus::Gauge>* layer_energy_;
 };
 
 // Forwards every record to each of several sinks.
@@ -99,6 +134,7 @@ class MetricsFanout final : public MetricsSink {
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
   void record(const CheckpointMetrics& metrics) override;
+  void record(const CompressionMetrics& metrics) override;
 
  private:
   std::vector<std::unique_ptr<MetricsSink>> sinks_;

@@ -123,6 +123,30 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
     }
   });
 
+  CLI::App* compress = app.add_subcommand(
+      "compress", "Compress a checkpoint's projections by the randomized SVD into a new checkpoint (train resumes it)");
+  CompressOptions compress_options;
+  compress->add_option("--ckpt", compress_options.checkpoint, "A checkpoint step directory, or a checkpoint directory")
+      ->required();
+  compress->add_option("--out", compress_options.out, "New checkpoint directory to write")->required();
+  compress
+      ->add_option("--targets", compress_options.targets,
+                   "Projection-path globs, comma-separated (blocks.*.mlp.*,blocks.*.attn.kv_up)")
+      ->capture_default_str();
+  compress->add_option("--rank", compress_options.rank, "Keep this rank");
+  compress->add_option("--energy", compress_options.energy,
+                       "Keep the smallest rank holding this share of the squared singular values");
+  compress->add_option("--param-ratio", compress_options.param_ratio,
+                       "Keep the rank whose factors hold this share of the layer's weights");
+  compress->add_option("--mode", compress_options.mode, "factorize (W -> B A) or project (W -> rank-k W, dense)")
+      ->check(CLI::IsMember({"factorize", "project"}))
+      ->capture_default_str();
+  compress->add_option("--batches", compress_options.batches,
+                       "Validation batches for the losses before and after (default: the run's eval.batches)");
+  compress->add_option("--data", compress_options.data_dir, "Dataset directory (default: the one trained on)");
+  compress->add_option("--device", compress_options.device, "auto, cpu or cuda")->capture_default_str();
+  compress->callback([&] { run_compress(compress_options, runtime, std::cout); });
+
   // CLI11 reports a mistyped command as "A subcommand is required"; name it instead.
   std::string known;
   bool is_known = false;

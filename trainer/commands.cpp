@@ -90,6 +90,66 @@ int run_train(const TrainOptions& options, const launch::Runtime& runtime) {
   return signal == 0 ? 0 : 128 + signal;
 }
 
+void run_compress(const CompressOptions& options, const launch::Runtime& runtime, std::ostream& out) {
+  const fs::path checkpoint = resolve_checkpoint(options.checkpoint);
+  if (options.out.empty()) {
+    throw ConfigError("--out: name the directory for the compressed checkpoint");
+  }
+  {
+    launch::LocalCommunicator local;
+    if (!Checkpointer(options.out, 1, local).candidates().empty()) {
+      throw ConfigError(fmt::format("--out {} already holds checkpoints; name a new directory", options.out.string()));
+    }
+  }
+  TrainConfig config = Checkpointer::stored_config(checkpoint);
+  if (!options.data_dir.empty()) {
+    config.data.dir = options.data_dir;
+  }
+  config.run.device = options.device;
+  config.run.out_dir = options.out.string();
+  config.checkpoint.dir = options.out.string();
+  config.parallel.tp = 1;  // the whole model on every rank; ranks share out the layers
+  config.eval.every = std::max<int64_t>(config.eval.every, 1);
+  config.eval.sample_tokens = 0;
+  if (options.batches > 0) {
+    config.eval.batches = options.batches;
+  }
+  CompressConfig compress{.every = 1,
+                          .targets = options.targets,
+                          .rank = options.rank,
+                          .energy = options.energy,
+                          .param_ratio = options.param_ratio,
+                          .mode = options.mode};
+  TrainConfig checked = config;  // validates the options as a [compress] section; the checkpoint keeps its own
+  checked.compress = compress;
+  try {
+    checked.resolve();
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("mlagpt compress: {}", e.what()));
+  }
+  config.resolve();
+  Trainer trainer(config, runtime);
+  trainer.load(checkpoint.string());
+  const EvalResult before = trainer.evaluate_now();
+  const CompressionReport report = trainer.compress(compress);
+  const EvalResult after = trainer.evaluate_now();
+  const SaveReport saved = trainer.save();
+  if (runtime.info().rank == 0) {
+    const int64_t kv = report.kv_cache_values_per_token;
+    out << fmt::format(
+        "compressed {} projection(s) of {} ({})\n"
+        "val loss {:.4f} -> {:.4f} (perplexity {:.2f} -> {:.2f}, {} tokens)\n"
+        "parameters {} -> {} ({:.1f}%)\n"
+        "KV cache {} values per token before and after (compression changes weights, not the cached activations)\n"
+        "wrote {}\n",
+        report.layers.size(), checkpoint.string(), options.mode, before.loss, after.loss, before.perplexity,
+        after.perplexity, after.tokens, report.model_parameters_before, report.model_parameters_after,
+        100.0 * static_cast<double>(report.model_parameters_after) /
+            static_cast<double>(report.model_parameters_before),
+        kv, saved.path.string());
+  }
+}
+
 void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out) {
   if (options.batches < 0) {
     throw ConfigError(fmt::format("--batches must be >= 0 (0 = the whole validation split), got {}", options.batches));

@@ -46,4 +46,23 @@ struct SampleOptions {
 // Streams the prompt and then each generated piece of text to `out` as it is produced.
 void run_sample(const SampleOptions& options, const launch::Runtime& runtime, std::ostream& out);
 
+struct CompressOptions {
+  std::filesystem::path checkpoint;  // a step directory, or a checkpoint directory (its newest complete step)
+  std::filesystem::path out;         // a new checkpoint directory (must not hold checkpoints yet)
+  std::string targets = "blocks.*.mlp.*";
+  int64_t rank = 0;  // exactly one of rank, energy, param_ratio
+  double energy = 0;
+  double param_ratio = 0;
+  std::string mode = "factorize";
+  int64_t batches = 0;   // validation batches for the losses before and after; 0 = the checkpoint's eval.batches
+  std::string data_dir;  // "" = the checkpoint's dataset
+  std::string device = "auto";
+};
+// `mlagpt compress`: one compression pass over a checkpoint's model (trainer/compression/compression.h), written as a
+// new checkpoint in `out` that `train --resume`, `eval` and `sample` load; prints the validation loss before and
+// after and the change in parameters and KV cache. The AdamW state of the other parameters and the training state
+// are kept, so training goes on from it. One process, or data-parallel ranks under mpiexec (the layers are shared
+// out among them).
+void run_compress(const CompressOptions& options, const launch::Runtime& runtime, std::ostream& out);
+
 }  // namespace mlagpt::trainer

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "launch/error.h"
+#include "trainer/compression/compression.h"
 #include "trainer/config_file.h"
 
 namespace mlagpt::trainer {
@@ -98,6 +99,46 @@ void TrainConfig::resolve() {
   require(parallel.zero == 0 || parallel.zero == 1,
           fmt::format("parallel.zero must be 0 (replicated optimizer) or 1 (sharded optimizer state), got {}",
                       parallel.zero));
+  require(compress.every >= 0, fmt::format("compress.every must be >= 0 (0 = never), got {}", compress.every));
+  require(compress.start_step >= 0,
+          fmt::format("compress.start_step must be >= 0 (0 = compress.every), got {}", compress.start_step));
+  parse_compress_mode("compress.mode", compress.mode);
+  require(compress.oversample >= 0, fmt::format("compress.oversample must be >= 0, got {}", compress.oversample));
+  require(compress.power_iters >= 0, fmt::format("compress.power_iters must be >= 0, got {}", compress.power_iters));
+  require(compress.rank >= 0 && compress.svd_rank >= 0,
+          fmt::format("compress.rank ({}) and compress.svd_rank ({}) must be >= 0", compress.rank, compress.svd_rank));
+  require(compress.energy >= 0 && compress.energy <= 1,
+          fmt::format("compress.energy must be in (0, 1] (0 = not this rule), got {}", compress.energy));
+  require(compress.param_ratio >= 0 && compress.param_ratio < 1,
+          fmt::format("compress.param_ratio must be in (0, 1) (0 = not this rule), got {}", compress.param_ratio));
+  if (compress.svd_rank > 0) {
+    require(compress.targets.empty() && compress.rank == 0,
+            fmt::format("compress.svd_rank = {} names the targets (the key/value up-projections) and the rank; leave "
+                        "compress.targets ('{}') and compress.rank ({}) unset with it",
+                        compress.svd_rank, compress.targets, compress.rank));
+  }
+  const int rules = static_cast<int>(compress.rank > 0 || compress.svd_rank > 0) +
+                    static_cast<int>(compress.energy > 0) + static_cast<int>(compress.param_ratio > 0);
+  if (compress.enabled()) {
+    require(rules == 1,
+            fmt::format("[compress] needs exactly one rank rule: rank (or svd_rank), energy or param_ratio; got rank "
+                        "= {}, svd_rank = {}, energy = {}, param_ratio = {}",
+                        compress.rank, compress.svd_rank, compress.energy, compress.param_ratio));
+    require(!compress.target_globs(model.attention).empty(),
+            "compress.targets is empty: name the projections to compress (e.g. blocks.*.mlp.*), or set svd_rank");
+  } else {
+    require(rules == 0 && compress.targets.empty(),
+            "[compress] names targets or a rank rule but compress.every is 0: set compress.every (steps between "
+            "passes) to compress");
+  }
+}
+
+std::string CompressConfig::target_globs(model::AttentionKind attention) const {
+  if (svd_rank > 0) {
+    return attention == model::AttentionKind::kMla ? "blocks.*.attn.kv_up"
+                                                   : "blocks.*.attn.k_proj,blocks.*.attn.v_proj";
+  }
+  return targets;
 }
 
 std::filesystem::path TrainConfig::checkpoint_dir() const {

@@ -1,6 +1,6 @@
 // TrainConfig: everything `mlagpt train` needs, as a tree of typed sections, one TOML table each:
 //
-//   [run] [model] [data] [optim] [schedule] [eval] [checkpoint] [monitoring] [parallel]
+//   [run] [model] [data] [optim] [schedule] [eval] [checkpoint] [monitoring] [parallel] [compress]
 //
 // read from a file (--config) with command-line overrides of any field (--optim.lr=3e-4), validated once, before
 // any heavy work, with messages that name the field and the values. The resolved config is logged at start and
@@ -145,6 +145,43 @@ struct ParallelConfig {
   }
 };
 
+// Periodic compression of projections during training (trainer/compression/compression.h, docs/design.md
+// "Compression"): a pass after optimizer step start_step, start_step + every, ... (start_step 0 = every).
+struct CompressConfig {
+  int64_t every = 0;               // steps between passes; 0 = never
+  int64_t start_step = 0;          // the first pass; 0 = `every`
+  std::string targets;             // projection-path globs, comma-separated: "blocks.*.mlp.*,blocks.*.attn.kv_up"
+  int64_t rank = 0;                // the rank rule: exactly one of rank, energy, param_ratio (or svd_rank)
+  double energy = 0;               // the smallest rank keeping this share of the squared singular values
+  double param_ratio = 0;          // the rank whose factors keep this share of the dense layer's weights
+  std::string mode = "factorize";  // factorize (W -> B A) or project (W -> its rank-k approximation, dense)
+  int64_t oversample = 10;         // randomized SVD: sketch width rank + oversample
+  int64_t power_iters = 2;         // randomized SVD: power iterations
+  // The key/value up-projections at this rank: MLA's attn.kv_up, or attn.k_proj and attn.v_proj; instead of
+  // targets and rank. (Not an SVD of activations, which would mix future positions into the past: docs/mla.md.)
+  int64_t svd_rank = 0;
+
+  template <typename V>
+  void visit_fields(V&& v) {
+    v("every", every);
+    v("start_step", start_step);
+    v("targets", targets);
+    v("rank", rank);
+    v("energy", energy);
+    v("param_ratio", param_ratio);
+    v("mode", mode);
+    v("oversample", oversample);
+    v("power_iters", power_iters);
+    v("svd_rank", svd_rank);
+  }
+  bool enabled() const { return every > 0; }
+  int64_t first_step() const { return start_step == 0 ? every : start_step; }
+  // Whether a pass runs after optimizer step `step` (1-based: steps completed).
+  bool due(int64_t step) const { return enabled() && step >= first_step() && (step - first_step()) % every == 0; }
+  // The globs: `targets`, or svd_rank's up-projections for `attention`.
+  std::string target_globs(model::AttentionKind attention) const;
+};
+
 struct TrainConfig {
   RunConfig run;
   model::ModelConfig model;
@@ -155,6 +192,7 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   MonitoringConfig monitoring;
   ParallelConfig parallel;
+  CompressConfig compress;
 
   template <typename V>
   void visit_sections(V&& v) {
@@ -167,6 +205,7 @@ struct TrainConfig {
     v("checkpoint", checkpoint);
     v("monitoring", monitoring);
     v("parallel", parallel);
+    v("compress", compress);
   }
 
   // Resolves the model and the derived values, then checks every rule; throws ConfigError naming field and values.

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/hash.h>
 
 #include <fmt/format.h>
@@ -10,6 +12,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 
 #include "launch/backend_versions.h"
 #include "launch/error.h"
@@ -40,6 +43,11 @@ std::string human_count(double value) {
     return fmt::format("{:.1f}k", value / 1e3);
   }
   return fmt::format("{:.0f}", value);
+}
+
+// A seed from two numbers (run.seed and a rank or a step), well mixed.
+uint64_t mix(uint64_t a, uint64_t b) {
+  return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL));
 }
 
 }  // namespace
@@ -135,12 +143,10 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   at::manual_seed(static_cast<uint64_t>(config_.run.seed));
   model_ = std::make_shared<model::Gpt>(config_.model, *tensor_parallel_);
   model_->to(device_);
-  optimizer_ = std::make_unique<FlatAdamW>(
-      adamw_parameters(*model_), adamw_settings(config_.optim),
-      FlatOptions{.bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)),
-                  .zero = config_.parallel.zero == 1},
-      *data_parallel_);
-  reducer_ = std::make_unique<GradReducer>(*optimizer_, config_.parallel.overlap, *tensor_parallel_);
+  if (config_.compress.enabled()) {  // a glob that matches nothing is an error now, not at the first pass
+    select_targets(*model_, split_targets(config_.compress.target_globs(config_.model.attention)));
+  }
+  rebuild_optimizer(false);
 
   data::LoaderConfig train_data{.shards = dataset_.train_shards(),
                                 .batch_size = config_.data.batch_size,
@@ -156,9 +162,6 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   if (!val_data.shards.empty() && config_.eval.every > 0) {
     evaluator_ = std::make_unique<Evaluator>(std::move(val_data), config_.eval.batches, *data_parallel_);
   }
-  train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, config_, *data_parallel_);
-  checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_,
-                                                 mesh_->tp(), model_->parameter_splits());
 
   if (config_.monitoring.jsonl && process.rank == 0) {
     metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));
@@ -197,6 +200,153 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
 
 Trainer::~Trainer() = default;
 
+void Trainer::rebuild_optimizer(bool keep_state) {
+  // The old state by parameter name, whole: each rank's held slices, and under ZeRO-1 the sum over the ranks (each
+  // element is held by one of them).
+  std::map<std::string, std::pair<at::Tensor, at::Tensor>, std::less<>> moments;
+  int64_t steps = 0;
+  if (keep_state && optimizer_) {
+    steps = optimizer_->step_count();
+    const FlatLayout& layout = optimizer_->layout();
+    for (const FlatParam& param : layout.params) {
+      const at::TensorOptions options = at::TensorOptions().dtype(at::kFloat).device(device_);
+      moments[param.name] = {at::zeros({param.numel}, options), at::zeros({param.numel}, options)};
+    }
+    for (const StateSlice& slice : optimizer_->held_slices()) {
+      auto& [exp_avg, exp_avg_sq] = moments.at(layout.params[static_cast<size_t>(slice.param)].name);
+      exp_avg.narrow(0, slice.begin, slice.end - slice.begin).copy_(slice.exp_avg);
+      exp_avg_sq.narrow(0, slice.begin, slice.end - slice.begin).copy_(slice.exp_avg_sq);
+    }
+    if (optimizer_->zero()) {
+      for (const FlatParam& param : layout.params) {  // the same order on every rank
+        auto& [exp_avg, exp_avg_sq] = moments.at(param.name);
+        data_parallel_->all_reduce(exp_avg);
+        data_parallel_->all_reduce(exp_avg_sq);
+      }
+    }
+  }
+  // The reduction's hooks and the step refer to the old optimizer: they go first.
+  train_step_.reset();
+  reducer_.reset();
+  auto optimizer = std::make_unique<FlatAdamW>(
+      adamw_parameters(*model_), adamw_settings(config_.optim),
+      FlatOptions{.bucket_bytes = static_cast<int64_t>(config_.parallel.bucket_mb * (1 << 20)),
+                  .zero = config_.parallel.zero == 1},
+      *data_parallel_);
+  if (keep_state && optimizer_) {
+    optimizer->set_step_count(steps);
+    const c10::NoGradGuard no_grad;
+    for (const StateSlice& slice : optimizer->held_slices()) {
+      const FlatParam& param = optimizer->layout().params[static_cast<size_t>(slice.param)];
+      const auto found = moments.find(param.name);
+      if (found == moments.end() || found->second.first.numel() != param.numel) {
+        continue;  // a new parameter (compression's factors): zero moments
+      }
+      slice.exp_avg.copy_(found->second.first.narrow(0, slice.begin, slice.end - slice.begin));
+      slice.exp_avg_sq.copy_(found->second.second.narrow(0, slice.begin, slice.end - slice.begin));
+    }
+  }
+  optimizer_ = std::move(optimizer);
+  reducer_ = std::make_unique<GradReducer>(*optimizer_, config_.parallel.overlap, *tensor_parallel_);
+  train_step_ = std::make_unique<TrainStep>(*model_, *optimizer_, *reducer_, config_, *data_parallel_);
+  checkpointer_ = std::make_unique<Checkpointer>(config_.checkpoint_dir(), config_.checkpoint.keep, *data_parallel_,
+                                                 mesh_->tp(), model_->parameter_splits());
+}
+
+void Trainer::adopt_low_rank(const std::string& low_rank) {
+  const model::LowRankMap wanted = model::parse_low_rank(low_rank);
+  for (const auto& [path, rank] : model::parse_low_rank(config_.model.low_rank)) {
+    if (!wanted.contains(path)) {
+      throw ConfigError(
+          fmt::format("the checkpoint holds {} dense, and this run's model.low_rank makes it low rank ({}={}); leave "
+                      "model.low_rank out to resume the checkpoint's structure",
+                      path, path, rank));
+    }
+  }
+  for (const auto& [path, rank] : wanted) {
+    model_->factorize(path, rank);
+  }
+  config_.model.low_rank = model_->config().low_rank;
+  flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());  // MFU counts the factors
+  if (runtime_.info().rank == 0) {
+    spdlog::info("[compress] the checkpoint's model is compressed: model.low_rank = {} ({} parameters)",
+                 config_.model.low_rank, human_count(static_cast<double>(full_parameter_count(*model_))));
+  }
+  rebuild_optimizer(false);
+}
+
+CompressionReport Trainer::compress(const CompressConfig& compress) {
+  const CompressionSettings settings{
+      .targets = split_targets(compress.target_globs(config_.model.attention)),
+      .rule = {.rank = compress.svd_rank > 0 ? compress.svd_rank : compress.rank,
+               .energy = compress.energy,
+               .param_ratio = compress.param_ratio},
+      .mode = parse_compress_mode("compress.mode", compress.mode),
+      .oversample = compress.oversample,
+      .power_iters = compress.power_iters,
+      .seed = mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(state_.step))};
+  const CompressionReport report = compress_model(*model_, settings, mesh_->tp(), *data_parallel_);
+  if (settings.mode == CompressMode::kFactorize) {
+    rebuild_optimizer(true);
+  }
+  config_.model.low_rank = model_->config().low_rank;
+  flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());
+
+  const std::string dtype =
+      config_.run.dtype == "auto" ? (device_.is_cuda() ? "bfloat16" : "float32") : config_.run.dtype;
+  monitoring::CompressionMetrics metrics{
+      .step = state_.step,
+      .mode = std::string(to_string(settings.mode)),
+      .layers = {},
+      .model_parameters_before = report.model_parameters_before,
+      .model_parameters_after = report.model_parameters_after,
+      .kv_cache_bytes_per_token = report.kv_cache_values_per_token * model::bytes_per_value(dtype),
+      .seconds = report.seconds};
+  for (const LayerCompression& layer : report.layers) {
+    metrics.layers.push_back({.layer = layer.path,
+                              .rank_before = layer.rank_before,
+                              .rank = layer.rank,
+                              .kept_energy = layer.kept_energy,
+                              .relative_error = layer.relative_error,
+                              .parameters_before = layer.parameters_before,
+                              .parameters_after = layer.parameters_after,
+                              .seconds = layer.seconds});
+  }
+  metrics_.record(metrics);
+  if (runtime_.info().rank == 0) {
+    for (const LayerCompression& layer : report.layers) {
+      spdlog::info(
+          "[compress] step {} {}: rank {} -> {} ({}) | kept energy {:.4f} | rel. error {:.4f} | params {} -> {} | "
+          "{:.3f} s on dp rank {}{}",
+          state_.step, layer.path, layer.rank_before == 0 ? std::string("dense") : std::to_string(layer.rank_before),
+          layer.rank == 0 ? std::string("dense") : std::to_string(layer.rank), to_string(settings.mode),
+          layer.kept_energy, layer.relative_error, layer.parameters_before, layer.parameters_after, layer.seconds,
+          layer.owner, layer.rank == 0 ? " (kept dense: factors of the rank the rule gives would not be smaller)" : "");
+    }
+    spdlog::info(
+        "[compress] step {}: {} projection(s) in {:.3f} s | model {} -> {} parameters | KV cache {} B/token ({})",
+        state_.step, report.layers.size(), report.seconds, report.model_parameters_before,
+        report.model_parameters_after, metrics.kv_cache_bytes_per_token, dtype);
+    std::ofstream(fs::path(config_.run.out_dir) / "config.json") << to_json(config_).dump(2) << '\n';
+  }
+  return report;
+}
+
+void Trainer::load(const std::string& checkpoint) {
+  resume_from(checkpoint);
+}
+
+EvalResult Trainer::evaluate_now() {
+  if (!evaluator_) {
+    throw ConfigError(fmt::format("{}: the dataset has no validation split (or eval.every is 0)", config_.data.dir));
+  }
+  return evaluator_->evaluate(*model_);
+}
+
+SaveReport Trainer::save() {
+  return save_checkpoint();
+}
+
 void Trainer::resume_from(const std::string& resume) {
   if (resume.empty()) {
     if (const std::optional<fs::path> found = checkpointer_->find("auto")) {
@@ -206,6 +356,12 @@ void Trainer::resume_from(const std::string& resume) {
                       config_.checkpoint_dir().string(), found->string()));
     }
     return;
+  }
+  if (const std::optional<fs::path> found = checkpointer_->find(resume)) {
+    const std::string stored = Checkpointer::stored_config(*found).model.low_rank;
+    if (stored != config_.model.low_rank) {
+      adopt_low_rank(stored);
+    }
   }
   LoadReport report;
   const std::optional<TrainingState> resumed =
@@ -248,13 +404,17 @@ int Trainer::train(const std::string& resume) {
     state_.loader_position = loader_->position();
     const bool evaluate_now = config_.eval.every > 0 && state_.step % config_.eval.every == 0;
     const bool checkpoint_now = config_.checkpoint.every > 0 && state_.step % config_.checkpoint.every == 0;
+    const bool compress_now = config_.compress.due(state_.step);
     // The host reads the device only here: at logged steps, and where it must know how the steps went.
     const bool read_now = state_.step % config_.run.log_every == 0 || state_.step == 1 ||
-                          state_.step == config_.run.max_steps || evaluate_now || checkpoint_now;
+                          state_.step == config_.run.max_steps || evaluate_now || checkpoint_now || compress_now;
     if (!read_now) {
       continue;
     }
     const int signal = read_pending_steps();
+    if (compress_now) {  // before the evaluation and the checkpoint of this step, which see the compressed model
+      compress(config_.compress);
+    }
     if (evaluate_now) {
       evaluate();
       last_eval = state_.step;
@@ -292,7 +452,6 @@ int Trainer::train(const std::string& resume) {
 // get the same masks, so the replicas stay equal); the group's sharded generators, which draw for the activations
 // split over the group, are seeded with (run.seed, r, tensor-parallel rank, step), a different seed on every rank.
 void Trainer::seed_step_randomness() {
-  const auto mix = [](uint64_t a, uint64_t b) { return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL)); };
   const uint64_t replica = mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(data_parallel_->rank()));
   at::manual_seed(mix(replica, static_cast<uint64_t>(state_.step)));
   tensor_parallel_->seed_sharded(
@@ -371,13 +530,14 @@ void Trainer::evaluate() {
   }
 }
 
-void Trainer::save_checkpoint() {
+SaveReport Trainer::save_checkpoint() {
   const SaveReport report = checkpointer_->save(state_, *optimizer_, config_, dataset_.identity());
   metrics_.record(monitoring::CheckpointMetrics{.step = state_.step,
                                                 .save = true,
                                                 .seconds = report.seconds,
                                                 .bytes = report.bytes,
                                                 .bytes_all_ranks = report.bytes_all_ranks});
+  return report;
 }
 
 }  // namespace mlagpt::trainer

@@ -20,6 +20,7 @@
 #include "monitoring/metrics_sink.h"
 #include "monitoring/prometheus_exporter.h"
 #include "trainer/checkpointer.h"
+#include "trainer/compression/compression.h"
 #include "trainer/evaluator.h"
 #include "trainer/parallel/tensor_parallel_group.h"
 #include "trainer/train_config.h"
@@ -62,15 +63,36 @@ class Trainer {
   int64_t step() const { return state_.step; }
   model::Gpt& model() { return *model_; }
   const EvalResult& last_eval() const { return last_eval_; }
+  const TrainConfig& config() const { return config_; }
+  FlatAdamW& optimizer() { return *optimizer_; }  // tests read its state
+
+  // One compression pass over the model now, as train() runs one after each step compress.due() names: the pass
+  // (trainer/compression/compression.h), then in factorize mode the optimizer, the gradient reduction and the
+  // checkpointer rebuilt over the new parameters, keeping every other parameter's AdamW state and the step count;
+  // the factors' moments start at zero (docs/design.md, "Compression"). Logs and records the report. Collective.
+  CompressionReport compress(const CompressConfig& compress);
+
+  // For `mlagpt compress`: restores `checkpoint` (a path or "auto") as train() does, evaluates on the validation
+  // split, saves a checkpoint of the current state. Collective.
+  void load(const std::string& checkpoint);
+  EvalResult evaluate_now();
+  SaveReport save();
 
  private:
   void resume_from(const std::string& resume);
+  // A fresh optimizer (and the gradient reduction, train step and checkpointer over it) for the model's current
+  // parameters; with keep_state, the AdamW moments of every parameter that keeps its name and size, and the step
+  // count, carried over from the old one (gathered over the data-parallel ranks under ZeRO-1).
+  void rebuild_optimizer(bool keep_state);
+  // Makes the model's low-rank structure that of `low_rank` (a stored ModelConfig::low_rank) before a checkpoint
+  // of a compressed model loads.
+  void adopt_low_rank(const std::string& low_rank);
   // Reads the steps run since the last read (one host synchronization), counts skipped steps, records their
   // metrics and logs the last; returns the stop signal the ranks agreed on (0: none).
   int read_pending_steps();
   void log_step(int64_t step, const StepResult& result, double seconds);
   void evaluate();
-  void save_checkpoint();
+  SaveReport save_checkpoint();
   void seed_step_randomness();
 
   TrainConfig config_;

@@ -12,10 +12,11 @@
 namespace mlagpt::testing {
 
 struct TrainingCurve {
-  std::vector<double> train;      // loss of every step, in order
-  std::vector<double> grad_norm;  // global gradient norm of every step, before clipping
-  std::vector<double> lr;         // learning rate of every step
-  std::vector<double> eval;       // validation loss of every evaluation
+  std::vector<double> train;                 // loss of every step, in order
+  std::vector<double> grad_norm;             // global gradient norm of every step, before clipping
+  std::vector<double> lr;                    // learning rate of every step
+  std::vector<double> eval;                  // validation loss of every evaluation
+  std::vector<nlohmann::json> compressions;  // every compression pass's record, in order
 };
 
 // The curve of the run whose out_dir is `run_dir` (empty when it has logged nothing).
@@ -30,6 +31,8 @@ inline TrainingCurve read_training_curve(const std::filesystem::path& run_dir) {
       out.lr.push_back(json["lr"].get<double>());
     } else if (json["kind"] == "eval") {
       out.eval.push_back(json["val_loss"].get<double>());
+    } else if (json["kind"] == "compression") {
+      out.compressions.push_back(json);
     }
   }
   return out;

@@ -132,12 +132,12 @@ TEST_F(TrainConfigFile, UnknownKeysAndSectionsAreErrorsAtTheirLineListingTheKnow
       << key;
   const std::string section = error_of("[data]\ndir = \"d\"\n[optimizer]\nlr = 1\n");
   EXPECT_NE(section.find("train.toml:3:1: unknown section [optimizer] (sections: run, model, data, optim, schedule, "
-                         "eval, checkpoint, monitoring, parallel)"),
+                         "eval, checkpoint, monitoring, parallel, compress)"),
             std::string::npos)
       << section;
   const std::string empty = error_of("[data]\ndir = \"d\"\n\n[optimizer]\n");
   EXPECT_NE(empty.find("train.toml:4:1: unknown section [optimizer] (sections: run, model, data, optim, schedule, "
-                       "eval, checkpoint, monitoring, parallel)"),
+                       "eval, checkpoint, monitoring, parallel, compress)"),
             std::string::npos)
       << empty;
   const std::string outside = error_of("seed = 3\n[data]\ndir = \"d\"\n");
