@@ -24,7 +24,10 @@
 #include "data/sample_order.h"
 #include "data/token_shard.h"
 #include "launch/error.h"
+#include "support/error_text.h"
 #include "support/temp_dir.h"
+
+using mlagpt::testing::error_of;
 
 namespace {
 
@@ -116,15 +119,6 @@ LoaderConfig config(std::vector<std::filesystem::path> shards, int64_t B, int64_
   c.world_size = ranks;
   c.seed = seed;
   return c;
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const mlagpt::Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // Four shards, the third holding two windows only: M = 62 + 32 + 2 + 127 = 223 windows of T = 16.

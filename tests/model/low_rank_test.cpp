@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "launch/error.h"
+#include "support/error_text.h"
 #include "support/model_fixtures.h"
 
 using mlagpt::model::AttentionKind;
@@ -27,16 +28,9 @@ using mlagpt::model::ModelConfig;
 using mlagpt::testing::relative_error;
 using mlagpt::testing::tiny_config;
 
-namespace {
+using mlagpt::testing::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mlagpt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+namespace {
 
 // Replaces the projection at `path` by its exact factorization at full rank: W = (U S^1/2)(S^1/2 V^T).
 void factor_exactly(Gpt& model, const std::string& path) {

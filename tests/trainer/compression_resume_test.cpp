@@ -2,8 +2,8 @@
 // projections and kv_up to rank 6 after steps 3 and 6 (factorize, then re-factorize from the factors):
 //   - stopped at step 4 and resumed to step 8, it equals the run that compressed without stopping, bitwise;
 //   - that checkpoint resumes on 2 data-parallel ranks and at tp = 2, within 1e-5 relative of the one-process run;
-//   - the whole run at dp = 2 (projections shared out among the ranks) and at tp = 2 (each projection factored from
-//     the shards the ranks hold) agrees with one process within 1e-5;
+//   - the whole run at dp = 2 (projections shared out among the ranks; with and without ZeRO-1) and at tp = 2 (each
+//     projection factored from the shards the ranks hold) agrees with one process within 1e-5;
 //   - metrics.jsonl records every pass and layer; `eval` reproduces the run's last validation loss from its
 //     compressed checkpoint and `sample` generates from it;
 //   - `mlagpt compress` turns an uncompressed checkpoint into a compressed one that eval loads (the loss it
@@ -36,7 +36,8 @@ class CompressionResume : public testing::Test {
 
   // Trains run `run` to `max_steps` on `ranks` processes in tensor-parallel groups of `tp`, global batch 4,
   // resuming its newest checkpoint when there is one; `compress` = false leaves [compress] out.
-  static std::string train(const std::string& run, int ranks, int tp, int64_t max_steps, bool compress = true) {
+  static std::string train(const std::string& run, int ranks, int tp, int64_t max_steps, bool compress = true,
+                           const std::string& extra = "") {
     std::string command = ranks > 1 ? fmt::format("{} -n {} ", MLAGPT_MPIEXEC, ranks) : "";
     command += fmt::format(
         "{} train --resume auto --run.out_dir={} --run.device=cpu --run.threads=1 --run.max_steps={} "
@@ -44,9 +45,10 @@ class CompressionResume : public testing::Test {
         "--model.n_layer=2 --model.n_embd=32 --model.n_head=4 --model.kv_lora_rank=16 --model.qk_nope_head_dim=8 "
         "--model.qk_rope_head_dim=4 --model.v_head_dim=8 --optim.lr=3e-3 --optim.grad_accum=2 "
         "--schedule.warmup_steps=2 --schedule.decay_steps=8 --schedule.min_lr=3e-4 --eval.every=4 --eval.batches=2 "
-        "--checkpoint.every=4 --parallel.tp={} {} 2>&1",
+        "--checkpoint.every=4 --parallel.tp={} {} {} 2>&1",
         MLAGPT_EXECUTABLE, (*dir_ / run).string(), max_steps, (*dir_ / "data").string(), 4 / (ranks / tp), tp,
-        compress ? "--compress.every=3 '--compress.targets=blocks.*.mlp.*,blocks.*.attn.kv_up' --compress.rank=6" : "");
+        compress ? "--compress.every=3 '--compress.targets=blocks.*.mlp.*,blocks.*.attn.kv_up' --compress.rank=6" : "",
+        extra);
     int status = 0;
     const std::string output = mlagpt::testing::run_command(command, &status);
     EXPECT_EQ(status, 0) << command << "\n" << output;
@@ -114,10 +116,11 @@ TEST_F(CompressionResume, ResumingACompressedRunEqualsTheRunThatDidNotStop) {
 TEST_F(CompressionResume, DataAndTensorParallelPassesAgreeWithOneProcess) {
   train_straight_once();
   const Curve straight = curve("straight");
-  for (const auto& [run, ranks, tp] :
-       std::vector<std::tuple<std::string, int, int>>{{"dp2_straight", 2, 1}, {"tp2_straight", 2, 2}}) {
+  // ZeRO-1: the optimizer state is sharded, and the pass gathers the moments, rebuilds the shards and keeps them.
+  for (const auto& [run, ranks, tp, extra] : std::vector<std::tuple<std::string, int, int, std::string>>{
+           {"dp2_straight", 2, 1, ""}, {"dp2_zero_straight", 2, 1, "--parallel.zero=1"}, {"tp2_straight", 2, 2, ""}}) {
     SCOPED_TRACE(run);
-    train(run, ranks, tp, kSteps);
+    train(run, ranks, tp, kSteps, true, extra);
     const Curve other = curve(run);
     ASSERT_EQ(other.train.size(), kSteps);
     const double worst = worst_difference(other, straight, 0);

@@ -19,6 +19,7 @@
 
 #include "launch/communicator.h"
 #include "launch/error.h"
+#include "support/error_text.h"
 #include "support/model_fixtures.h"
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
@@ -34,16 +35,9 @@ using mlagpt::trainer::CompressionSettings;
 using mlagpt::trainer::CompressMode;
 using mlagpt::trainer::RankRule;
 
-namespace {
+using mlagpt::testing::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mlagpt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+namespace {
 
 double frobenius(const at::Tensor& t) {
   return t.to(at::kDouble).square().sum().sqrt().item<double>();
@@ -208,8 +202,8 @@ TEST(CompressConfig, RulesAreCheckedNamingTheFields) {
     overrides.push_back("--data.dir=unused");
     return error_of([&] { mlagpt::trainer::read_train_config({}, overrides); });
   };
-  EXPECT_EQ(resolve({"--compress.every=5", "--compress.targets=blocks.*.mlp.*", "--compress.rank=8"}), "(no error)");
-  EXPECT_EQ(resolve({"--compress.every=5", "--compress.svd_rank=8"}), "(no error)");
+  EXPECT_EQ(resolve({"--compress.every=5", "--compress.targets=blocks.*.mlp.*", "--compress.rank=8"}), "no error");
+  EXPECT_EQ(resolve({"--compress.every=5", "--compress.svd_rank=8"}), "no error");
   EXPECT_NE(resolve({"--compress.every=5", "--compress.targets=x", "--compress.rank=8", "--compress.energy=0.9"})
                 .find("exactly one rank rule"),
             std::string::npos);
@@ -279,4 +273,12 @@ TEST(CompressionInTheTrainer, OtherMomentsAndTheStepCountAreKeptAndTheFactorsSta
     EXPECT_EQ(after.at(factor).first.abs().max().item<double>(), 0.0) << factor;
     EXPECT_EQ(after.at(factor).second.abs().max().item<double>(), 0.0) << factor;
   }
+  // svd_rank: the key/value up-projection weights (MLA's kv_up) at that rank.
+  const auto svd = trainer.compress({.every = 1, .svd_rank = 4});
+  ASSERT_EQ(svd.layers.size(), 2U);
+  EXPECT_EQ(svd.layers[0].path, "blocks.0.attn.kv_up");
+  EXPECT_EQ(svd.layers[1].path, "blocks.1.attn.kv_up");
+  EXPECT_EQ(svd.layers[1].rank, 4);
+  EXPECT_EQ(trainer.config().model.low_rank,
+            "blocks.0.attn.kv_up=4,blocks.0.mlp.fc=6,blocks.1.attn.kv_up=4,blocks.1.mlp.fc=6");
 }
