@@ -40,7 +40,7 @@ int64_t latent_attention(const ModelConfig& c) {
   const int64_t query = c.q_lora_rank == 0
                             ? linear(d, q_width, c.bias)
                             : linear(d, c.q_lora_rank, c.bias) + c.q_lora_rank + linear(c.q_lora_rank, q_width, c.bias);
-  return query + linear(d, c.kv_lora_rank + c.qk_rope_head_dim, c.bias) + c.kv_lora_rank +
+  return query + linear(d, c.kv_lora_rank + c.qk_rope_head_dim, c.bias) + (c.kv_norm ? c.kv_lora_rank : 0) +
          linear(c.kv_lora_rank, H * (c.qk_nope_head_dim + c.v_head_dim), c.bias) + linear(H * c.v_head_dim, d, c.bias);
 }
 

@@ -26,7 +26,7 @@ namespace mlagpt::model {
 //   embedding: wte [V, d], plus wpe [block_size, d] with learned positions;
 //   attention: MHA/GQA/MQA q_proj [H Dh, d], k_proj and v_proj [Hkv Dh, d], o_proj [d, H Dh];
 //              MLA q_proj [H (Dn + Dr), d] or (q_down [Dq, d], q_norm [Dq], q_up [H (Dn + Dr), Dq]),
-//              kv_down [Dc + Dr, d], kv_norm [Dc], kv_up [H (Dn + Dv), Dc], o_proj [d, H Dv];
+//              kv_down [Dc + Dr, d], kv_norm [Dc] (unless kv_norm = false), kv_up [H (Dn + Dv), Dc], o_proj [d, H Dv];
 //   mlp:       gelu fc [hidden, d], proj [d, hidden]; swiglu adds gate [hidden, d];
 //   norms:     norm1 and norm2 of every block, and norm_f;
 //   lm_head:   [V, d] when the embeddings are untied, else 0 (the head is wte).

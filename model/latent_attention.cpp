@@ -29,8 +29,10 @@ LatentAttention::LatentAttention(const ModelConfig& config, const TensorParallel
   }
   // One down-projection produces the latent (rows 0..Dc-1) and the shared RoPE key (rows Dc..Dc+Dr-1).
   add_projection("kv_down", d, config.kv_lora_rank + config.qk_rope_head_dim, TpLayout::kReplicated);
-  kv_norm_ = register_module("kv_norm", std::make_shared<RmsNorm>(config.kv_lora_rank, config.norm_eps));
-  splits_["kv_norm.weight"] = {.sum_gradient = true};
+  if (config.kv_norm) {
+    kv_norm_ = register_module("kv_norm", std::make_shared<RmsNorm>(config.kv_lora_rank, config.norm_eps));
+    splits_["kv_norm.weight"] = {.sum_gradient = true};
+  }
   // One up-projection viewed as [H, Dn + Dv, Dc]: per head the key (first Dn rows) and the value (last Dv).
   add_projection("kv_up", config.kv_lora_rank, H * (config.qk_nope_head_dim + config.v_head_dim), TpLayout::kColumn);
   add_projection("o_proj", H * config.v_head_dim, d, TpLayout::kRow);
@@ -47,12 +49,15 @@ at::Tensor LatentAttention::forward(const at::Tensor& input, int64_t start_pos, 
   const at::Tensor q_flat = config_.q_lora_rank == 0
                                 ? projection("q_proj")->forward(x)
                                 : projection("q_up")->forward(q_norm_->forward(projection("q_down")->forward(x)));
-  const at::Tensor q = q_flat.view({B, T, H, Dn + Dr});         // [B, T, H, Dn + Dr]
-  const at::Tensor q_nope = q.narrow(-1, 0, Dn);                // [B, T, H, Dn]
-  at::Tensor q_rope = q.narrow(-1, Dn, Dr);                     // [B, T, H, Dr]
-  const at::Tensor kv = projection("kv_down")->forward(x);      // [B, T, Dc + Dr]
-  at::Tensor latent = kv_norm_->forward(kv.narrow(-1, 0, Dc));  // [B, T, Dc]
-  at::Tensor rope_key = kv.narrow(-1, Dc, Dr);                  // [B, T, Dr], one key shared by all heads
+  const at::Tensor q = q_flat.view({B, T, H, Dn + Dr});     // [B, T, H, Dn + Dr]
+  const at::Tensor q_nope = q.narrow(-1, 0, Dn);            // [B, T, H, Dn]
+  at::Tensor q_rope = q.narrow(-1, Dn, Dr);                 // [B, T, H, Dr]
+  const at::Tensor kv = projection("kv_down")->forward(x);  // [B, T, Dc + Dr]
+  at::Tensor latent = kv.narrow(-1, 0, Dc);                 // [B, T, Dc]
+  if (kv_norm_) {
+    latent = kv_norm_->forward(latent);
+  }
+  at::Tensor rope_key = kv.narrow(-1, Dc, Dr);  // [B, T, Dr], one key shared by all heads
   if (config_.uses_rope() && Dr > 0) {
     q_rope = rope_apply_interleaved(q_rope, start_pos, config_.rope_theta);
     rope_key = rope_apply_interleaved(rope_key, start_pos, config_.rope_theta);

@@ -54,6 +54,9 @@ struct ModelConfig {
   int64_t qk_nope_head_dim = 32;
   int64_t qk_rope_head_dim = 16;
   int64_t v_head_dim = 32;
+  // MLA: the RMSNorm of the KV latent (DeepSeek-V2). false: the latent is used as kv_down makes it, which keeps a
+  // model converted from MHA (trainer/compression/convert.h) equal to it: a norm of the latent is not linear.
+  bool kv_norm = true;
   // Projections held as low-rank factors W = B A (model/projection.h), as "path=rank" pairs separated by commas in
   // name order: "blocks.0.mlp.fc=32,blocks.1.attn.kv_up=16". Written by compression (trainer/compression/), stored
   // in checkpoints, so that resume, eval and sample build the compressed structure; "" = every projection dense.
@@ -97,6 +100,7 @@ struct ModelConfig {
     visit("qk_nope_head_dim", qk_nope_head_dim);
     visit("qk_rope_head_dim", qk_rope_head_dim);
     visit("v_head_dim", v_head_dim);
+    visit("kv_norm", kv_norm);
     visit("low_rank", low_rank);
   }
   template <typename Visitor>

@@ -147,6 +147,24 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   compress->add_option("--device", compress_options.device, "auto, cpu or cuda")->capture_default_str();
   compress->callback([&] { run_compress(compress_options, runtime, std::cout); });
 
+  CLI::App* convert = app.add_subcommand(
+      "convert", "Convert an MHA, GQA or MQA checkpoint into MLA (joint low-rank key/value factorization)");
+  ConvertOptions convert_options;
+  bool to_mla = false;
+  convert->add_flag("--to-mla", to_mla, "Convert into Multi-head Latent Attention (the one conversion there is)")
+      ->required();
+  convert->add_option("--ckpt", convert_options.checkpoint, "A checkpoint step directory, or a checkpoint directory")
+      ->required();
+  convert->add_option("--out", convert_options.out, "New checkpoint directory to write")->required();
+  convert->add_option("--kv-lora-rank", convert_options.kv_lora_rank, "Width of the KV latent (Dc)")->required();
+  convert->add_option("--rope-dim", convert_options.rope_dim,
+                      "Rotated dimensions per head kept as MLA's shared RoPE key (default: head width / 4 with RoPE)");
+  convert->add_option("--batches", convert_options.batches,
+                      "Validation batches for the losses before and after (default: the run's eval.batches)");
+  convert->add_option("--data", convert_options.data_dir, "Dataset directory (default: the one trained on)");
+  convert->add_option("--device", convert_options.device, "auto, cpu or cuda")->capture_default_str();
+  convert->callback([&] { run_convert(convert_options, runtime, std::cout); });
+
   // CLI11 reports a mistyped command as "A subcommand is required"; name it instead.
   std::string known;
   bool is_known = false;

@@ -5,9 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include "launch/error.h"
+#include "model/accounting.h"
 #include "model/generation.h"
 #include "trainer/checkpointer.h"
+#include "trainer/compression/convert.h"
 #include "trainer/evaluator.h"
+#include "trainer/optimizer.h"
 #include "trainer/trainer.h"
 
 namespace mlagpt::trainer {
@@ -68,6 +71,35 @@ LoadedModel load_model(const fs::path& checkpoint_arg, const std::string& data_d
   return loaded;
 }
 
+// The validation loss of `model` on the loaded checkpoint's dataset, its batch size and sequence length, over the
+// first `batches` batches (0: the whole split) on every rank of the world.
+EvalResult evaluate_loaded(const LoadedModel& loaded, model::Gpt& model, int64_t batches,
+                           const launch::Runtime& runtime) {
+  if (loaded.dataset.manifest.val.shards.empty()) {
+    throw DataError(fmt::format("{}: the dataset has no validation split", loaded.dataset.dir.string()));
+  }
+  const std::unique_ptr<launch::Communicator> comm = runtime.world_cpu_communicator();
+  data::LoaderConfig validation{.shards = loaded.dataset.val_shards(),
+                                .batch_size = loaded.config.data.batch_size,
+                                .seq_len = loaded.config.seq_len(),
+                                .rank = runtime.info().rank,
+                                .world_size = runtime.info().world_size,
+                                .device = loaded.device};
+  Evaluator evaluator(std::move(validation), batches, *comm);
+  return evaluator.evaluate(model);
+}
+
+// Refuses an output directory that already holds checkpoints.
+void require_new_checkpoint_dir(const fs::path& out) {
+  if (out.empty()) {
+    throw ConfigError("--out: name the directory for the new checkpoint");
+  }
+  launch::LocalCommunicator local;
+  if (!Checkpointer(out, 1, local).candidates().empty()) {
+    throw ConfigError(fmt::format("--out {} already holds checkpoints; name a new directory", out.string()));
+  }
+}
+
 // The length of the longest prefix of `text` that does not end inside a UTF-8 character.
 size_t complete_utf8_prefix(const std::string& text) {
   size_t start = text.size();
@@ -92,15 +124,7 @@ int run_train(const TrainOptions& options, const launch::Runtime& runtime) {
 
 void run_compress(const CompressOptions& options, const launch::Runtime& runtime, std::ostream& out) {
   const fs::path checkpoint = resolve_checkpoint(options.checkpoint);
-  if (options.out.empty()) {
-    throw ConfigError("--out: name the directory for the compressed checkpoint");
-  }
-  {
-    launch::LocalCommunicator local;
-    if (!Checkpointer(options.out, 1, local).candidates().empty()) {
-      throw ConfigError(fmt::format("--out {} already holds checkpoints; name a new directory", options.out.string()));
-    }
-  }
+  require_new_checkpoint_dir(options.out);
   TrainConfig config = Checkpointer::stored_config(checkpoint);
   if (!options.data_dir.empty()) {
     config.data.dir = options.data_dir;
@@ -150,23 +174,65 @@ void run_compress(const CompressOptions& options, const launch::Runtime& runtime
   }
 }
 
+void run_convert(const ConvertOptions& options, const launch::Runtime& runtime, std::ostream& out) {
+  if (runtime.info().world_size > 1) {
+    throw ConfigError(fmt::format("convert runs as one process; run it without mpirun (world size here: {})",
+                                  runtime.info().world_size));
+  }
+  require_new_checkpoint_dir(options.out);
+  const fs::path checkpoint = resolve_checkpoint(options.checkpoint);
+  LoadedModel loaded = load_model(checkpoint, options.data_dir, options.device, runtime);
+  const model::ModelConfig mla = mla_config_for(loaded.config.model, options.kv_lora_rank, options.rope_dim);
+  const int64_t batches = options.batches > 0 ? options.batches : loaded.config.eval.batches;
+  const EvalResult before = evaluate_loaded(loaded, *loaded.model, batches, runtime);
+  auto converted = std::make_shared<model::Gpt>(mla);
+  converted->to(loaded.device);
+  const std::vector<LayerConversion> layers = convert_to_mla(*loaded.model, *converted);
+  converted->eval();
+  const EvalResult after = evaluate_loaded(loaded, *converted, batches, runtime);
+
+  // Step 0 of a new run: the MLA model, a fresh optimizer; the source run's other settings.
+  TrainConfig config = loaded.config;
+  config.model = mla;
+  config.run.out_dir = options.out.string();
+  config.checkpoint.dir = options.out.string();
+  config.compress = CompressConfig{};  // its targets may name projections MLA does not have
+  config.resolve();
+  converted->train();
+  launch::LocalCommunicator local;
+  FlatAdamW optimizer(adamw_parameters(*converted), adamw_settings(config.optim), FlatOptions{}, local);
+  const SaveReport saved =
+      Checkpointer(options.out, 1, local).save(TrainingState{}, optimizer, config, loaded.dataset.identity());
+  double worst_kept = 1;
+  for (const LayerConversion& layer : layers) {
+    worst_kept = std::min(worst_kept, layer.kept_energy);
+  }
+  out << fmt::format(
+      "converted {} ({}, {} layers) to MLA: kv_lora_rank {}, qk_rope_head_dim {}, qk_nope_head_dim {}, v_head_dim {}\n"
+      "joint key/value factorization: kept energy {:.4f} in the worst layer\n"
+      "val loss {:.4f} -> {:.4f} (perplexity {:.2f} -> {:.2f}, {} tokens)\n"
+      "parameters {} -> {}\n"
+      "KV cache {} -> {} values per token\n"
+      "wrote {}\n"
+      "fine-tune it with: mlagpt train --config <the run's config> --resume {} --model.attention=mla "
+      "--model.n_kv_head=0 --model.q_lora_rank=0 --model.kv_lora_rank={} --model.qk_nope_head_dim={} "
+      "--model.qk_rope_head_dim={} --model.v_head_dim={} --model.kv_norm=false\n",
+      loaded.config.model.attention == model::AttentionKind::kMha   ? "MHA"
+      : loaded.config.model.attention == model::AttentionKind::kGqa ? "GQA"
+                                                                    : "MQA",
+      checkpoint.string(), mla.n_layer, mla.kv_lora_rank, mla.qk_rope_head_dim, mla.qk_nope_head_dim, mla.v_head_dim,
+      worst_kept, before.loss, after.loss, before.perplexity, after.perplexity, after.tokens,
+      model::count_parameters(loaded.config.model).total, model::count_parameters(mla).total,
+      model::kv_cache_values_per_token(loaded.config.model), model::kv_cache_values_per_token(mla), saved.path.string(),
+      saved.path.string(), mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim);
+}
+
 void run_eval(const EvalOptions& options, const launch::Runtime& runtime, std::ostream& out) {
   if (options.batches < 0) {
     throw ConfigError(fmt::format("--batches must be >= 0 (0 = the whole validation split), got {}", options.batches));
   }
   LoadedModel loaded = load_model(options.checkpoint, options.data_dir, options.device, runtime);
-  if (loaded.dataset.manifest.val.shards.empty()) {
-    throw DataError(fmt::format("{}: the dataset has no validation split", loaded.dataset.dir.string()));
-  }
-  const std::unique_ptr<launch::Communicator> comm = runtime.world_cpu_communicator();
-  data::LoaderConfig validation{.shards = loaded.dataset.val_shards(),
-                                .batch_size = loaded.config.data.batch_size,
-                                .seq_len = loaded.config.seq_len(),
-                                .rank = runtime.info().rank,
-                                .world_size = runtime.info().world_size,
-                                .device = loaded.device};
-  Evaluator evaluator(std::move(validation), options.batches, *comm);
-  const EvalResult result = evaluator.evaluate(*loaded.model);
+  const EvalResult result = evaluate_loaded(loaded, *loaded.model, options.batches, runtime);
   if (runtime.info().rank == 0) {
     out << fmt::format("val loss {:.4f} | val perplexity {:.2f} | {} tokens\n", result.loss, result.perplexity,
                        result.tokens);

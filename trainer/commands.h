@@ -65,4 +65,18 @@ struct CompressOptions {
 // out among them).
 void run_compress(const CompressOptions& options, const launch::Runtime& runtime, std::ostream& out);
 
+struct ConvertOptions {
+  std::filesystem::path checkpoint;  // of an MHA, GQA or MQA model
+  std::filesystem::path out;         // a new checkpoint directory
+  int64_t kv_lora_rank = 0;
+  int64_t rope_dim = -1;  // -1: trainer/compression/convert.h's default
+  int64_t batches = 0;    // validation batches for the losses; 0 = the checkpoint's eval.batches
+  std::string data_dir;
+  std::string device = "auto";
+};
+// `mlagpt convert --to-mla`: the checkpoint's model converted into MLA (trainer/compression/convert.h), written as
+// step 0 of a new run in `out` (fresh optimizer state) that `train --resume` fine-tunes; prints the validation loss
+// before and after, the parameters and KV cache of both, and the --model overrides that resume it. One process.
+void run_convert(const ConvertOptions& options, const launch::Runtime& runtime, std::ostream& out);
+
 }  // namespace mlagpt::trainer

@@ -7,7 +7,9 @@
 //   - metrics.jsonl records every pass and layer; `eval` reproduces the run's last validation loss from its
 //     compressed checkpoint and `sample` generates from it;
 //   - `mlagpt compress` turns an uncompressed checkpoint into a compressed one that eval loads (the loss it
-//     printed) and `train --resume` continues.
+//     printed) and `train --resume` continues;
+//   - `mlagpt convert --to-mla` turns an MHA checkpoint into an MLA one that eval loads and training fine-tunes
+//     with the overrides it prints.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -228,4 +230,39 @@ TEST_F(CompressionResume, TheCompressCommandWritesACheckpointThatEvalLoadsAndTra
   ASSERT_EQ(status, 0) << resumed;
   EXPECT_NE(resumed.find("step      6/6"), std::string::npos) << resumed;
   EXPECT_NE(resumed.find("the checkpoint's model is compressed"), std::string::npos) << resumed;
+}
+
+TEST_F(CompressionResume, ConvertToMlaWritesACheckpointThatEvalLoadsAndTrainingFineTunes) {
+  train("mha", 1, 1, kSteps / 2, /*compress=*/false, "--model.attention=mha");
+  ASSERT_FALSE(HasFailure());
+  int status = 0;
+  const std::string out = mlagpt(fmt::format("convert --to-mla --ckpt {} --out {} --kv-lora-rank 16 --batches 2 "
+                                             "--device cpu",
+                                             (*dir_ / "mha" / "checkpoints").string(), (*dir_ / "converted").string()),
+                                 &status);
+  ASSERT_EQ(status, 0) << out;
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(out, match, std::regex(R"(val loss ([0-9.]+) -> ([0-9.]+))"))) << out;
+  const double after = std::stod(match[2]);
+  EXPECT_NE(out.find("kv_lora_rank 16, qk_rope_head_dim 2, qk_nope_head_dim 6, v_head_dim 8"), std::string::npos)
+      << out;
+  ASSERT_TRUE(std::regex_search(out, match, std::regex(R"(KV cache ([0-9]+) -> ([0-9]+) values per token)"))) << out;
+  EXPECT_EQ(std::stoll(match[1]), 2 * 2 * 32);  // 2 layers of K and V, 32 wide
+  EXPECT_EQ(std::stoll(match[2]), 2 * (16 + 2));
+  const std::string eval = mlagpt(fmt::format("eval --ckpt {} --batches 2", (*dir_ / "converted").string()), &status);
+  ASSERT_EQ(status, 0) << eval;
+  ASSERT_TRUE(std::regex_search(eval, match, std::regex(R"(val loss ([0-9.]+))"))) << eval;
+  EXPECT_NEAR(std::stod(match[1]), after, 1e-4) << eval;
+  // The overrides it printed, on the command this test trains with: two steps of fine-tuning.
+  ASSERT_TRUE(std::regex_search(out, match, std::regex(R"(--resume (\S+) (--model\.attention=mla.*))"))) << out;
+  const std::string resumed = mlagpt::testing::run_command(
+      fmt::format("{} train --resume {} --run.out_dir={} --run.device=cpu --run.threads=1 --run.max_steps=2 "
+                  "--run.log_every=1 --data.dir={} --data.batch_size=4 --data.seq_len=32 --model.block_size=32 "
+                  "--model.n_layer=2 --model.n_embd=32 --model.n_head=4 {} --schedule.warmup_steps=1 "
+                  "--eval.every=0 2>&1",
+                  MLAGPT_EXECUTABLE, match[1].str(), (*dir_ / "fine_tuned").string(), (*dir_ / "data").string(),
+                  match[2].str()),
+      &status);
+  ASSERT_EQ(status, 0) << resumed;
+  EXPECT_NE(resumed.find("step      2/2"), std::string::npos) << resumed;
 }
