@@ -185,6 +185,18 @@ TEST(Compression, ProjectKeepsTheDenseShapeAtRankK) {
             std::string::npos);
 }
 
+TEST(Compression, ANonFiniteWeightIsAnErrorNamingTheProjection) {
+  KnownModel m;
+  {
+    const c10::NoGradGuard no_grad;
+    m.model.projection("blocks.0.mlp.fc")->effective_weight()[3][5] = std::nan("");
+  }
+  mlagpt::launch::LocalCommunicator local;
+  const std::string error = error_of([&] { compress_model(m.model, settings({.rank = 4}), local, local); });
+  EXPECT_NE(error.find("compression of blocks.0.mlp.fc"), std::string::npos) << error;
+  EXPECT_TRUE(m.model.config().low_rank.empty()) << "nothing was replaced";
+}
+
 TEST(Compression, TargetsAreGlobsAndOneThatMatchesNothingIsAnError) {
   const Gpt model(mlagpt::testing::tiny_config(AttentionKind::kMla));
   EXPECT_EQ(mlagpt::trainer::split_targets(" blocks.*.mlp.* , blocks.1.attn.kv_up,"),

@@ -2,6 +2,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/linalg_svd.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/tensor.h>
@@ -257,6 +258,7 @@ CompressionReport compress_model(model::Gpt& model, const CompressionSettings& s
 
   // This rank's targets, factored with its tensor-parallel group.
   std::vector<Factors> factors(targets.size());
+  std::string failure;
   report.layers.resize(targets.size());
   for (size_t j = 0; j < targets.size(); ++j) {
     LayerCompression& layer = report.layers[j];
@@ -279,10 +281,30 @@ CompressionReport compress_model(model::Gpt& model, const CompressionSettings& s
     const auto t0 = std::chrono::steady_clock::now();
     const TpLayout layout = model.projection_layout(targets[j]);
     const uint64_t seed = c10::twang_mix64(settings.seed ^ (0x9E3779B97F4A7C15ULL * (j + 1)));
-    factors[j] = low_rank != nullptr
-                     ? refactor(*low_rank, out, in, layout, tp, settings)
-                     : factor_dense(projection->effective_weight().detach(), out, in, layout, tp, settings, seed);
+    try {
+      factors[j] = low_rank != nullptr
+                       ? refactor(*low_rank, out, in, layout, tp, settings)
+                       : factor_dense(projection->effective_weight().detach(), out, in, layout, tp, settings, seed);
+    } catch (const Error& e) {
+      failure = fmt::format("compression of {}: {}", targets[j], e.what());
+      break;
+    }
     layer.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // A factorization that failed on one data-parallel rank (a non-finite weight) fails the pass on every rank, before
+  // any broadcast that rank would never join. (Within a tensor-parallel group every rank sees the same failure.)
+  if (dp.size() > 1) {
+    at::Tensor failed = at::full({1}, failure.empty() ? 0.0 : static_cast<double>(dp.rank() + 1),
+                                 model.projection(targets.front())->effective_weight().options().dtype(at::kDouble));
+    dp.all_reduce(failed, launch::ReduceOp::kMax);
+    const auto first = static_cast<int>(failed.item<double>());
+    if (first > 0 && failure.empty()) {
+      failure =
+          fmt::format("the compression pass failed on data-parallel rank {} (its log names the projection)", first - 1);
+    }
+  }
+  if (!failure.empty()) {
+    throw Error(failure);
   }
 
   // Every target's factors from the rank that computed them, in target order on every rank.

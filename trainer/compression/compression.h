@@ -98,7 +98,9 @@ int64_t full_parameter_count(const model::Gpt& model);
 // One pass over the projections `settings.targets` selects. Collective over `tp` (the model's tensor-parallel group,
 // the same ranks as model.tensor_parallel()) and `dp`; every rank of both calls it with the same settings. In
 // factorize mode the model's parameters change (Gpt::factorize): an optimizer over them must be rebuilt. Error
-// naming the path for a project-mode target that is already low rank.
+// naming the path for a project-mode target that is already low rank, or for a factorization that fails (a
+// non-finite weight); such a failure on one data-parallel rank is an Error on every rank before any broadcast, so
+// none is left waiting, and nothing has been replaced.
 CompressionReport compress_model(model::Gpt& model, const CompressionSettings& settings, launch::Communicator& tp,
                                  launch::Communicator& dp);
 
