@@ -18,6 +18,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -78,6 +79,17 @@ class Communicator {
   virtual std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output,
                                                      ReduceOp op = ReduceOp::kSum);
   virtual std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output);
+
+  // For the collective watchdog (launch/watchdog.h), which calls the last two from its own thread.
+  // A function saying, from any thread, whether the collective issued last (blocking or async) has finished on its
+  // device; empty where a collective has finished once its blocking call, or its Work's wait(), has returned (MPI,
+  // local). NCCL's returns at once while the GPU may still be in the collective, so only this can tell.
+  virtual std::function<bool()> last_collective_done() const { return {}; }
+  // An error the backend met outside any call (NCCL's asynchronous errors: a peer gone, a network failure), or "".
+  virtual std::string async_error() const { return {}; }
+  // Aborts the communicator's outstanding work so that nothing stays blocked in it (ncclCommAbort); the process is
+  // about to end. No-op where a blocked call cannot be released this way (MPI: MPI_Abort ends the job instead).
+  virtual void abort() {}
 };
 
 // The world-size-1 backend: rank 0 of 1; collectives leave tensors as they are (after checking them).

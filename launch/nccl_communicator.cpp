@@ -116,9 +116,10 @@ c10::cuda::CUDAStream as_cuda(const c10::Stream& stream) {
 
 // Enqueues `op` on the comm stream after everything already on the caller's current stream of its device, and
 // tells the caching allocator that `tensors` are used there (so their memory is not handed out again before the
-// comm stream is done with it, whichever stream frees them). Returns an event recorded after `op`.
+// comm stream is done with it, whichever stream frees them). Returns an event recorded after `op`, shared so that the
+// watchdog's probe can outlive the call.
 template <typename Op>
-Event enqueue_on(c10::cuda::CUDAStream comm, const std::vector<at::Tensor>& tensors, Op&& op) {
+std::shared_ptr<Event> enqueue_on(c10::cuda::CUDAStream comm, const std::vector<at::Tensor>& tensors, Op&& op) {
   const c10::cuda::CUDAGuard guard(comm.device_index());
   Event ready;
   ready.record(c10::cuda::getCurrentCUDAStream(comm.device_index()).stream());
@@ -127,8 +128,8 @@ Event enqueue_on(c10::cuda::CUDAStream comm, const std::vector<at::Tensor>& tens
     c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), comm);
   }
   std::forward<Op>(op)(comm.stream());
-  Event done;
-  done.record(comm.stream());
+  auto done = std::make_shared<Event>();
+  done->record(comm.stream());
   return done;
 }
 
@@ -141,7 +142,7 @@ void join_current(const Event& done, c10::cuda::CUDAStream comm) {
 // knows they are in use there (enqueue_on), so dropping the Work early is safe too.
 class NcclWork final : public Work {
  public:
-  NcclWork(Event done, std::vector<at::Tensor> tensors, c10::cuda::CUDAStream comm)
+  NcclWork(std::shared_ptr<Event> done, std::vector<at::Tensor> tensors, c10::cuda::CUDAStream comm)
       : done_(std::move(done)), tensors_(std::move(tensors)), comm_(comm) {}
   NcclWork(const NcclWork&) = delete;
   NcclWork& operator=(const NcclWork&) = delete;
@@ -150,15 +151,15 @@ class NcclWork final : public Work {
   // Orders the current stream at the time of the call, which need not be the one the collective was issued from.
   void wait() override {
     const c10::cuda::CUDAGuard guard(comm_.device_index());
-    join_current(done_, comm_);
+    join_current(*done_, comm_);
   }
   bool test() override {
     const c10::cuda::CUDAGuard guard(comm_.device_index());
-    return done_.query();
+    return done_->query();
   }
 
  private:
-  Event done_;
+  std::shared_ptr<Event> done_;
   std::vector<at::Tensor> tensors_;
   c10::cuda::CUDAStream comm_;
 };
@@ -187,59 +188,88 @@ NcclCommunicator::NcclCommunicator(MPI_Comm mpi_comm, int device)
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  if (comm_ != nullptr) {
+  if (comm_ != nullptr && !aborted_) {
     ncclCommDestroy(as_nccl(comm_));
   }
 }
 
 void NcclCommunicator::abort() {
-  if (comm_ != nullptr) {
+  if (comm_ != nullptr && !aborted_.exchange(true)) {
     ncclCommAbort(as_nccl(comm_));
-    comm_ = nullptr;
   }
+}
+
+std::function<bool()> NcclCommunicator::last_collective_done() const {
+  if (!last_done_) {
+    return {};
+  }
+  const int device = device_;
+  return [done = std::static_pointer_cast<Event>(last_done_), device] {
+    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    return done->query();
+  };
+}
+
+std::string NcclCommunicator::async_error() const {
+  if (comm_ == nullptr || aborted_) {
+    return {};
+  }
+  ncclResult_t result = ncclSuccess;
+  const ncclResult_t rc = ncclCommGetAsyncError(as_nccl(comm_), &result);
+  if (rc != ncclSuccess) {
+    return fmt::format("ncclCommGetAsyncError failed: {}", ncclGetErrorString(rc));
+  }
+  if (result == ncclSuccess || result == ncclInProgress) {
+    return {};
+  }
+  return fmt::format("NCCL asynchronous error: {} ({})", ncclGetErrorString(result), ncclGetLastError(as_nccl(comm_)));
 }
 
 void NcclCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   const NcclReduction reduction = check_all_reduce(tensor, op, device_);
-  const Event done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
+  const auto done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                     reduction.type, reduction.op, as_nccl(comm_), stream));
   });
-  join_current(done, as_cuda(comm_stream_));
+  last_done_ = done;
+  join_current(*done, as_cuda(comm_stream_));
 }
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_cuda(tensor, device_, "broadcast");
-  const Event done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
+  const auto done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(
         ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8, root, as_nccl(comm_), stream));
   });
-  join_current(done, as_cuda(comm_stream_));
+  last_done_ = done;
+  join_current(*done, as_cuda(comm_stream_));
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
   check_all_gather(input, output, size_, device_);
-  const Event done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
+  const auto done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(
         ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, as_nccl(comm_), stream));
   });
-  join_current(done, as_cuda(comm_stream_));
+  last_done_ = done;
+  join_current(*done, as_cuda(comm_stream_));
 }
 
 void NcclCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
   const NcclReduction reduction = check_reduce_scatter(input, output, op, size_, device_);
-  const Event done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
+  const auto done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(ncclReduceScatter(input.data_ptr(), output.data_ptr(), static_cast<size_t>(output.numel()),
                                         reduction.type, reduction.op, as_nccl(comm_), stream));
   });
-  join_current(done, as_cuda(comm_stream_));
+  last_done_ = done;
+  join_current(*done, as_cuda(comm_stream_));
 }
 
 void NcclCommunicator::barrier() {
   // A one-element all-reduce on the comm stream orders every rank's; synchronizing it makes the host wait for all of
   // them (and, since the comm stream waited for the current stream first, for this rank's queued work).
   const c10::cuda::CUDAStream comm = as_cuda(comm_stream_);
-  enqueue_on(comm, {}, [&](cudaStream_t stream) {
+  last_done_ = enqueue_on(comm, {}, [&](cudaStream_t stream) {
     float* scratch = nullptr;
     MLAGPT_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float), stream));
     MLAGPT_NCCL_CHECK(ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, as_nccl(comm_), stream));
@@ -250,28 +280,31 @@ void NcclCommunicator::barrier() {
 
 std::unique_ptr<Work> NcclCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   const NcclReduction reduction = check_all_reduce(tensor, op, device_);
-  Event done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
+  auto done = enqueue_on(as_cuda(comm_stream_), {tensor}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                     reduction.type, reduction.op, as_nccl(comm_), stream));
   });
+  last_done_ = done;
   return std::make_unique<NcclWork>(std::move(done), std::vector<at::Tensor>{tensor}, as_cuda(comm_stream_));
 }
 
 std::unique_ptr<Work> NcclCommunicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
   const NcclReduction reduction = check_reduce_scatter(input, output, op, size_, device_);
-  Event done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
+  auto done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(ncclReduceScatter(input.data_ptr(), output.data_ptr(), static_cast<size_t>(output.numel()),
                                         reduction.type, reduction.op, as_nccl(comm_), stream));
   });
+  last_done_ = done;
   return std::make_unique<NcclWork>(std::move(done), std::vector<at::Tensor>{input, output}, as_cuda(comm_stream_));
 }
 
 std::unique_ptr<Work> NcclCommunicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
   check_all_gather(input, output, size_, device_);
-  Event done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
+  auto done = enqueue_on(as_cuda(comm_stream_), {input, output}, [&](cudaStream_t stream) {
     MLAGPT_NCCL_CHECK(
         ncclAllGather(input.data_ptr(), output.data_ptr(), input.nbytes(), ncclUint8, as_nccl(comm_), stream));
   });
+  last_done_ = done;
   return std::make_unique<NcclWork>(std::move(done), std::vector<at::Tensor>{input, output}, as_cuda(comm_stream_));
 }
 

@@ -7,11 +7,18 @@
 // An async one makes the comm stream wait for the current stream, enqueues the collective there, and returns a Work
 // whose wait() makes the then-current stream wait for it; test() asks whether it has finished. The tensors are
 // recorded on the comm stream for the caching allocator and held by the Work, so freeing them early is safe.
-// barrier() synchronizes the host with the comm stream. Tensors must be on the communicator's device.
+// barrier() synchronizes the host with the comm stream. Tensors must be on the communicator's device. For the
+// watchdog, the event after each collective is kept (last_collective_done()) and NCCL's asynchronous errors are
+// reported by async_error().
 #pragma once
 
 #include <c10/core/Stream.h>
 #include <mpi.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
 
 #include "launch/communicator.h"
 
@@ -37,11 +44,18 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
   std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
 
-  // Aborts outstanding NCCL work (for main()'s error path, where a peer may be gone).
-  void abort();
+  // The event recorded on the comm stream after the last collective (queried from the watchdog's thread).
+  std::function<bool()> last_collective_done() const override;
+  // ncclCommGetAsyncError's error, with NCCL's last message; "" while there is none.
+  std::string async_error() const override;
+  // ncclCommAbort: ends outstanding NCCL work (the watchdog's and main()'s error path, where a peer may be gone).
+  // Callable from another thread; the communicator is unusable afterwards.
+  void abort() override;
 
  private:
   void* comm_ = nullptr;  // ncclComm_t, kept opaque so this header needs no nccl.h
+  std::atomic<bool> aborted_{false};
+  std::shared_ptr<void> last_done_;  // the Event after the last collective, shared with its probes and Works
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;

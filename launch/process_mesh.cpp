@@ -15,6 +15,7 @@
 #include "launch/error.h"
 #include "launch/mpi_check.h"
 #include "launch/mpi_communicator.h"
+#include "launch/watched_communicator.h"
 
 #ifdef MLAGPT_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -172,6 +173,15 @@ std::unique_ptr<Communicator> make_group(MPI_Comm comm, const c10::Device& devic
   return std::make_unique<MpiCommunicator>(comm);
 }
 
+// `group` under `watchdog` when there is one and the group has more than one rank (a group of one cannot hang).
+std::unique_ptr<Communicator> watched(std::unique_ptr<Communicator> group, const char* name,
+                                      CollectiveWatchdog* watchdog) {
+  if (watchdog == nullptr || group->size() == 1) {
+    return group;
+  }
+  return std::make_unique<WatchedCommunicator>(std::move(group), name, *watchdog);
+}
+
 }  // namespace
 
 NodeIdentity this_node(const Runtime& runtime) {
@@ -199,6 +209,8 @@ ProcessMesh::ProcessMesh(const Runtime& runtime, const MeshOptions& options, con
     : world_rank_(runtime.info().rank), world_size_(runtime.info().world_size), device_(options.device) {
   const ProcessInfo& process = runtime.info();
   check_sizes(world_size_, options.tp);
+  const CollectiveWatchdog::Guard setup(process.mpi ? options.watchdog : nullptr, "world", world_size_,
+                                        "process mesh set-up");
   const auto own_problem = device_problem(options.device, process.host);
   if (process.mpi) {
     agree_on_layout(process, options, node ? *node : this_node(runtime), own_problem);
@@ -221,8 +233,8 @@ ProcessMesh::ProcessMesh(const Runtime& runtime, const MeshOptions& options, con
   MLAGPT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank_ / tp, world_rank_, &tp_group.comm));
   MLAGPT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank_ % tp, world_rank_, &dp_group.comm));
   // Every rank builds its tensor-parallel group first: NCCL's initialization of a group waits for all its members.
-  tp_ = make_group(tp_group.comm, device_);
-  dp_ = make_group(dp_group.comm, device_);
+  tp_ = watched(make_group(tp_group.comm, device_), "tp", options.watchdog);
+  dp_ = watched(make_group(dp_group.comm, device_), "dp", options.watchdog);
 }
 
 ProcessMesh::~ProcessMesh() = default;

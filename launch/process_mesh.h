@@ -21,7 +21,8 @@
 // (one NCCL unique id per group, broadcast over the group's MPI communicator), except that groups of one rank are
 // LocalCommunicators on every device. On CUDA the mesh makes options.device the current device of the process
 // (once, here); choosing which device a rank uses is the caller's business. Construction is collective over
-// MPI_COMM_WORLD: every rank makes its mesh at the same point.
+// MPI_COMM_WORLD: every rank makes its mesh at the same point. With MeshOptions::watchdog the construction is
+// recorded as one phase ("process mesh set-up") and the groups' collectives are watched (launch/watchdog.h).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -33,6 +34,7 @@
 
 #include "launch/communicator.h"
 #include "launch/runtime.h"
+#include "launch/watchdog.h"
 
 namespace mlagpt::launch {
 
@@ -40,6 +42,9 @@ struct MeshOptions {
   int64_t tp = 1;                // parallel.tp
   bool tp_across_nodes = false;  // parallel.tp_across_nodes
   c10::Device device = c10::Device(c10::kCPU);
+  // When set (it must outlive the mesh): the set-up is one guarded phase and the groups of more than one rank are
+  // WatchedCommunicators ("dp", "tp"), so that their collectives are under its deadlines.
+  CollectiveWatchdog* watchdog = nullptr;
 };
 
 // The node a rank runs on, as the mesh compares ranks: ranks with equal ids share a node; `host` names it in

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstdlib>
 #include <thread>
 
@@ -37,7 +38,10 @@ int threads_per_process(int cpus, int local_size) {
   return std::max(1, cpus / std::max(1, local_size));
 }
 
-Runtime::Runtime(int* argc, char*** argv, bool force_mpi) {
+Runtime::Runtime(int* argc, char*** argv, bool force_mpi) : main_thread_(std::this_thread::get_id()) {
+  // A write past the file-size limit (RLIMIT_FSIZE, `ulimit -f`) then fails with EFBIG, which the writer reports as
+  // an error naming the file, instead of SIGXFSZ killing the process with a core dump.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::array<char, 256> host{};
   gethostname(host.data(), host.size() - 1);
   info_.host = host.data();
@@ -49,10 +53,14 @@ Runtime::Runtime(int* argc, char*** argv, bool force_mpi) {
   if (initialized != 0) {
     throw MpiError("Runtime: MPI is already initialized; create a single Runtime in main()");
   }
-  // FUNNELED: only the main thread calls MPI; the data loader's and exporter's threads never do.
+  // MULTIPLE, though only the main thread communicates (the data loader's and exporter's threads never call MPI):
+  // the collective watchdog's thread calls MPI_Abort while the main thread may be blocked in a collective. Where
+  // the library offers less, abort() from another thread ends just this process, which mpirun turns into the end
+  // of the job.
   int provided = 0;
-  MLAGPT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  MLAGPT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
   info_.mpi = true;
+  abort_from_any_thread_ = provided >= MPI_THREAD_MULTIPLE;
   MLAGPT_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   MLAGPT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info_.rank));
   MLAGPT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info_.world_size));
@@ -82,7 +90,10 @@ std::unique_ptr<Communicator> Runtime::world_cpu_communicator() const {
 
 void Runtime::abort(int exit_code) const {
   if (info_.mpi && info_.world_size > 1) {
-    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    if (abort_from_any_thread_ || std::this_thread::get_id() == main_thread_) {
+      MPI_Abort(MPI_COMM_WORLD, exit_code);
+    }
+    std::_Exit(exit_code);  // without MPI_Finalize: mpirun ends the job's other processes
   }
 }
 

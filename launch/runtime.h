@@ -3,11 +3,13 @@
 // Under a launcher (mpirun/mpiexec, srun with PMIx, a Kubernetes MPIJob) the constructor initializes MPI and
 // finds the rank, the world size and the rank within the node; the destructor finalizes MPI. Run plainly
 // (`mlagpt train ...` on one CPU or GPU) it does not touch MPI at all and reports rank 0 of 1, so the same binary
-// works with and without mpirun. Create exactly one, in main(), before any other mlagpt object.
+// works with and without mpirun. Create exactly one, in main(), before any other mlagpt object. It also makes
+// SIGXFSZ ignored, so that a file-size limit is a write error, not a crash.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "launch/communicator.h"
 
@@ -46,11 +48,14 @@ class Runtime {
   // A communicator over every process of the job for CPU tensors: MPI when MPI is up, else the local backend.
   std::unique_ptr<Communicator> world_cpu_communicator() const;
 
-  // Ends the whole job at once (all ranks) after a fatal error on this one; returns only when MPI is not up.
+  // Ends the whole job at once (all ranks) after a fatal error on this one (MPI_Abort), from any thread; returns
+  // only when there is no job to end (no MPI, or one process).
   void abort(int exit_code) const;
 
  private:
   ProcessInfo info_;
+  std::thread::id main_thread_;
+  bool abort_from_any_thread_ = false;  // MPI_THREAD_MULTIPLE was provided
 };
 
 }  // namespace mlagpt::launch

@@ -96,6 +96,13 @@ void TrainConfig::resolve() {
                       "splits it; set eval.sample_tokens = 0 and sample from a checkpoint with `mlagpt sample`",
                       eval.sample_tokens, parallel.tp));
   require(parallel.bucket_mb > 0, fmt::format("parallel.bucket_mb must be positive, got {}", parallel.bucket_mb));
+  require(parallel.timeout_s >= 0,
+          fmt::format("parallel.timeout_s must be >= 0 (0 = no watchdog), got {}", parallel.timeout_s));
+  require(parallel.timeout_s == 0 || parallel.startup_timeout_s >= parallel.timeout_s,
+          fmt::format("parallel.startup_timeout_s ({}) must be at least parallel.timeout_s ({})",
+                      parallel.startup_timeout_s, parallel.timeout_s));
+  require(parallel.collective_history >= 1,
+          fmt::format("parallel.collective_history must be at least 1, got {}", parallel.collective_history));
   require(parallel.zero == 0 || parallel.zero == 1,
           fmt::format("parallel.zero must be 0 (replicated optimizer) or 1 (sharded optimizer state), got {}",
                       parallel.zero));

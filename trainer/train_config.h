@@ -135,6 +135,12 @@ struct ParallelConfig {
   double bucket_mb = 25;         // size of the flat gradient buckets reduced during backward (PyTorch DDP's 25)
   bool overlap = true;           // reduce each bucket as soon as backward fills it; false: after backward
   int64_t zero = 0;              // 1: shard the optimizer state over the data-parallel ranks (ZeRO-1)
+  // The collective watchdog (launch/watchdog.h), with more than one process: a collective not complete after
+  // timeout_s (startup_timeout_s until the first step is done, and for checkpoints and compression passes) ends the
+  // job with a report of the last collective_history collectives of every rank that can still speak. 0 = off.
+  double timeout_s = 600;
+  double startup_timeout_s = 1800;
+  int64_t collective_history = 32;
   template <typename V>
   void visit_fields(V&& v) {
     v("tp", tp);
@@ -142,6 +148,9 @@ struct ParallelConfig {
     v("bucket_mb", bucket_mb);
     v("overlap", overlap);
     v("zero", zero);
+    v("timeout_s", timeout_s);
+    v("startup_timeout_s", startup_timeout_s);
+    v("collective_history", collective_history);
   }
 };
 

@@ -10,7 +10,10 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -132,9 +135,24 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
   // Once the vocabulary is known and before the first collective: every rank sees the same values, so every rank
   // stops here alike.
   config_.model.validate_tensor_parallel(config_.parallel.tp);
-  mesh_ = std::make_unique<launch::ProcessMesh>(
-      runtime_, launch::MeshOptions{
-                    .tp = config_.parallel.tp, .tp_across_nodes = config_.parallel.tp_across_nodes, .device = device_});
+  if (process.world_size > 1 && config_.parallel.timeout_s > 0) {
+    watchdog_ = std::make_unique<launch::CollectiveWatchdog>(
+        launch::WatchdogOptions{.timeout_s = config_.parallel.timeout_s,
+                                .startup_timeout_s = config_.parallel.startup_timeout_s,
+                                .history = static_cast<int>(config_.parallel.collective_history)},
+        fmt::format("rank {} on host {} (pid {})", process.rank, process.host, getpid()),
+        [](const std::string& report) { spdlog::critical("[watchdog] {}", report); },
+        [this] {
+          spdlog::critical("[watchdog] ending the job (exit status {})", launch::kWatchdogExitCode);
+          runtime_.abort(launch::kWatchdogExitCode);
+          std::_Exit(launch::kWatchdogExitCode);
+        });
+  }
+  mesh_ = std::make_unique<launch::ProcessMesh>(runtime_,
+                                                launch::MeshOptions{.tp = config_.parallel.tp,
+                                                                    .tp_across_nodes = config_.parallel.tp_across_nodes,
+                                                                    .device = device_,
+                                                                    .watchdog = watchdog_.get()});
   data_parallel_ = &mesh_->dp();
   tensor_parallel_ = std::make_unique<TensorParallelGroup>(mesh_->tp(), device_);
 
@@ -285,6 +303,7 @@ CompressionReport Trainer::compress(const CompressConfig& compress) {
       .oversample = compress.oversample,
       .power_iters = compress.power_iters,
       .seed = mix(static_cast<uint64_t>(config_.run.seed), static_cast<uint64_t>(state_.step))};
+  const launch::CollectiveWatchdog::TimeoutScope patient(watchdog_.get(), config_.parallel.startup_timeout_s);
   const CompressionReport report = compress_model(*model_, settings, mesh_->tp(), *data_parallel_);
   if (settings.mode == CompressMode::kFactorize) {
     rebuild_optimizer(true);
@@ -348,6 +367,7 @@ SaveReport Trainer::save() {
 }
 
 void Trainer::resume_from(const std::string& resume) {
+  const launch::CollectiveWatchdog::TimeoutScope patient(watchdog_.get(), config_.parallel.startup_timeout_s);
   if (resume.empty()) {
     if (const std::optional<fs::path> found = checkpointer_->find("auto")) {
       throw ConfigError(
@@ -412,6 +432,9 @@ int Trainer::train(const std::string& resume) {
       continue;
     }
     const int signal = read_pending_steps();
+    if (watchdog_) {  // start-up is over once a step has gone through
+      watchdog_->steady();
+    }
     if (compress_now) {  // before the evaluation and the checkpoint of this step, which see the compressed model
       compress(config_.compress);
     }
@@ -531,6 +554,8 @@ void Trainer::evaluate() {
 }
 
 SaveReport Trainer::save_checkpoint() {
+  // Ranks write their files at their own pace, and the fastest wait for the slowest in the agreement that follows.
+  const launch::CollectiveWatchdog::TimeoutScope patient(watchdog_.get(), config_.parallel.startup_timeout_s);
   const SaveReport report = checkpointer_->save(state_, *optimizer_, config_, dataset_.identity());
   metrics_.record(monitoring::CheckpointMetrics{.step = state_.step,
                                                 .save = true,

@@ -16,6 +16,7 @@
 #include "launch/process_mesh.h"
 #include "launch/runtime.h"
 #include "launch/stop_signals.h"
+#include "launch/watchdog.h"
 #include "model/gpt.h"
 #include "monitoring/metrics_sink.h"
 #include "monitoring/prometheus_exporter.h"
@@ -97,6 +98,8 @@ class Trainer {
 
   TrainConfig config_;
   const launch::Runtime& runtime_;
+  // With more than one process and parallel.timeout_s > 0; before mesh_, whose groups it watches, so it outlives them.
+  std::unique_ptr<launch::CollectiveWatchdog> watchdog_;
   std::unique_ptr<launch::ProcessMesh> mesh_;
   launch::Communicator* data_parallel_ = nullptr;  // mesh_->dp()
   c10::Device device_;

@@ -1,0 +1,63 @@
+// WatchedCommunicator: a Communicator that records every collective of the one it wraps with a CollectiveWatchdog
+// (launch/watchdog.h) and otherwise passes it through unchanged.
+//
+// Each collective gets the group's next sequence number (the same on every rank of the group, since all of them
+// issue the same collectives in the same order) and is recorded before it starts. It is complete when the blocking
+// call returns or the Work's wait() returns or test() says so (MPI, local), or, where the wrapped communicator can
+// say (last_collective_done(): NCCL, whose calls return before the GPU has run them), when its device event is
+// reached. A collective that throws is complete (the error propagates; nothing is left waiting on the watchdog's
+// side). The wrapped communicator is watched for asynchronous errors and aborted on a failure for as long as this
+// object lives.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "launch/communicator.h"
+#include "launch/watchdog.h"
+
+namespace mlagpt::launch {
+
+class WatchedCommunicator final : public Communicator {
+ public:
+  // `group` names the group in reports ("dp", "tp"). `watchdog` must outlive this object.
+  WatchedCommunicator(std::unique_ptr<Communicator> inner, std::string group, CollectiveWatchdog& watchdog);
+  ~WatchedCommunicator() override;
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string backend() const override { return inner_->backend(); }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  void broadcast(at::Tensor& tensor, int root) override;
+  void all_gather(const at::Tensor& input, at::Tensor& output) override;
+  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
+  void barrier() override;
+
+  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
+  std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
+
+  std::function<bool()> last_collective_done() const override { return inner_->last_collective_done(); }
+  std::string async_error() const override { return inner_->async_error(); }
+  void abort() override { inner_->abort(); }
+
+  // The sequence number the next collective will get (from 1).
+  uint64_t next_seq() const { return seq_ + 1; }
+
+ private:
+  // Record a collective, run `call` (which issues it on inner_), and complete the record or hand it its probe.
+  void blocking(const char* op, int64_t bytes, const std::function<void()>& call);
+  std::unique_ptr<Work> async(const char* op, int64_t bytes, const std::function<std::unique_ptr<Work>()>& call);
+  // After a call returned: complete the record, or attach the device probe the wrapped communicator has for it.
+  // Returns whether the record is now complete.
+  bool finish(uint64_t ticket);
+
+  std::unique_ptr<Communicator> inner_;
+  std::string group_;
+  CollectiveWatchdog& watchdog_;
+  uint64_t seq_ = 0;
+};
+
+}  // namespace mlagpt::launch
