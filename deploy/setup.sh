@@ -37,6 +37,7 @@ debian_packages=(
   libsentencepiece-dev libssl-dev
   fortunes
   clang-format clang-tidy
+  shellcheck python3-yaml
 )
 
 missing=()
