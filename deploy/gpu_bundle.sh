@@ -5,16 +5,18 @@
 #
 # The bundle holds the mlagpt executable, the executables of the gpu-label tests with CTest's list of them
 # (gpu-tests.txt; MLAGPT_BUNDLE_ALL_TESTS=1 packs every test executable), the shared libraries they need from
-# Debian packages (Open MPI, HDF5, prometheus-cpp, civetweb, spdlog, fmt, SentencePiece, ...), and env.sh, which
-# points the loader at them. LibTorch, CUDA and NCCL are NOT packed: the GPU machine's own torch wheel provides
+# Debian packages (Open MPI, HDF5, prometheus-cpp, civetweb, spdlog, fmt, SentencePiece, ...), the example configs,
+# a small dataset (the fortune files in a 4096-token BPE, prepared here: the GPU machine has no fortunes package)
+# and the single-GPU smoke test. LibTorch, CUDA and NCCL are NOT packed: the GPU machine's own torch wheel provides
 # them. On that machine:
 #
+#   OUT/gpu_smoke.sh                              the smoke test: gpu tests, 50 training steps, sample (issue 13)
 #   TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
 #   OUT/run-tests.sh "$TORCH_LIB" [TEST ...]     the gpu-label tests alone (or the named ones)
 #
-# The torch wheel there must be the version this bundle was built against (2.11.0+cu130).
+# The torch wheel there must be the version this bundle was built against (2.11.0+cu130; OUT/torch-version).
 # MLAGPT_BUNDLE_BUILD=DIR packs the build in DIR as it is instead of building the gpu preset (to check the packing
-# with a CPU build: no GPU test can pass from such a bundle).
+# and the smoke test's logic with a CPU build: no GPU test can pass from such a bundle).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$repo/.device/bundle}
@@ -61,5 +63,12 @@ cp -r /usr/lib/x86_64-linux-gnu/openmpi "$out/lib/openmpi"
 mkdir -p "$out/share" && cp -r /usr/share/openmpi "$out/share/openmpi"
 cp /usr/bin/h5dump "$out/bin/" 2>/dev/null || true
 
-cp deploy/bundle/env.sh deploy/bundle/run-tests.sh "$out/"
+# The scripts, the configs and the smoke test's dataset.
+cp deploy/bundle/env.sh deploy/bundle/run-tests.sh deploy/gpu_smoke.sh "$out/"
+cp -r launch/configs "$out/configs"
+"$build/trainer/mlagpt" prepare --tokenizer bpe --vocab-size 4096 --out "$out/data/fortunes_bpe4096"
+python=${MLAGPT_PYTHON:-$repo/.venv/bin/python}
+if [ -x "$python" ]; then
+  "$python" -c 'import torch; print(torch.__version__)' >"$out/torch-version"
+fi
 du -sh "$out"
