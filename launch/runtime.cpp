@@ -8,7 +8,10 @@
 #include <array>
 #include <csignal>
 #include <cstdlib>
+#include <string>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "launch/mpi_check.h"
 #include "launch/mpi_communicator.h"
@@ -32,6 +35,27 @@ int available_cpus() {
     return CPU_COUNT(&mask);
   }
   return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+std::string affinity_list() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) {
+    return {};
+  }
+  std::string list;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &mask)) {
+      continue;
+    }
+    int last = cpu;
+    while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &mask)) {
+      ++last;
+    }
+    list += (list.empty() ? "" : ",") + (last == cpu ? std::to_string(cpu) : fmt::format("{}-{}", cpu, last));
+    cpu = last;
+  }
+  return list;
 }
 
 int threads_per_process(int cpus, int local_size) {

@@ -30,6 +30,9 @@ bool launched_by_mpi();
 // The CPUs this process may run on: its affinity mask's count (what taskset, cgroups and mpirun's binding leave
 // it), or std::thread::hardware_concurrency() where the mask cannot be read; at least 1.
 int available_cpus();
+// The CPUs of this process's affinity mask as a list of ranges ("0-3,8"), for the log; "" where it cannot be read.
+std::string affinity_list();
+
 // Intra-op threads for one of `local_size` processes on a node that share `cpus`: cpus / local_size, at least 1, so
 // that ranks never oversubscribe the cores (under socket binding, where each mask already holds a socket, it
 // undersubscribes; set the threads by hand there).

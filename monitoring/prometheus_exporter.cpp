@@ -1,12 +1,14 @@
 #include "monitoring/prometheus_exporter.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
+#include <array>
 #include <charconv>
 
 #include "launch/error.h"
@@ -55,7 +57,28 @@ PrometheusExporter::PrometheusExporter(const std::string& bind_address)
   exposer_->RegisterCollectable(registry_);
 }
 
-std::string rank_bind_address(const std::string& bind_address, int local_rank) {
+namespace {
+
+// The first IPv4 address of `host` (a name or a dotted address).
+std::string ipv4_of(const std::string& host, const std::string& bind_address) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0 || found == nullptr) {
+    throw ConfigError(fmt::format("monitoring.metrics_address '{}': this node's host name '{}' does not resolve: {}",
+                                  bind_address, host, gai_strerror(rc)));
+  }
+  std::array<char, INET_ADDRSTRLEN> text{};
+  inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text.data(), text.size());
+  freeaddrinfo(found);
+  return text.data();
+}
+
+}  // namespace
+
+std::string rank_bind_address(const std::string& bind_address, int local_rank, const std::string& host) {
   const auto colon = bind_address.rfind(':');
   int port = -1;
   if (colon != std::string::npos) {
@@ -69,14 +92,18 @@ std::string rank_bind_address(const std::string& bind_address, int local_rank) {
     throw ConfigError(
         fmt::format("monitoring.metrics_address '{}' is not 'host:port' with a port in [0, 65535]", bind_address));
   }
+  std::string bind_host = bind_address.substr(0, colon);
+  if (bind_host == "{host}") {
+    bind_host = ipv4_of(host, bind_address);
+  }
   if (port == 0) {
-    return bind_address;
+    return fmt::format("{}:0", bind_host);
   }
   if (port + local_rank > 65535) {
     throw ConfigError(fmt::format("monitoring.metrics_address '{}': local rank {} would need port {}, above 65535",
                                   bind_address, local_rank, port + local_rank));
   }
-  return fmt::format("{}:{}", bind_address.substr(0, colon), port + local_rank);
+  return fmt::format("{}:{}", bind_host, port + local_rank);
 }
 
 uint16_t PrometheusExporter::port() const {

@@ -155,6 +155,13 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
                                                                     .watchdog = watchdog_.get()});
   data_parallel_ = &mesh_->dp();
   tensor_parallel_ = std::make_unique<TensorParallelGroup>(mesh_->tp(), device_);
+  if (process.world_size > 1) {  // where each rank landed: one line per rank, for multi-node set-ups
+    spdlog::info(
+        "[launch] rank {}/{} on host {} (pid {}): local rank {}/{}, dp rank {}/{}, tp rank {}/{}, device {}, "
+        "CPUs {}",
+        process.rank, process.world_size, process.host, getpid(), process.local_rank, process.local_size,
+        mesh_->dp_rank(), mesh_->dp_size(), mesh_->tp_rank(), mesh_->tp_size(), device_.str(), launch::affinity_list());
+  }
 
   // Every rank draws the whole initial model from the same seed and keeps its slice of the split parameters, so the
   // replicas agree and the slices make up one model.
@@ -185,9 +192,11 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));
   }
   if (!config_.monitoring.metrics_address.empty()) {
-    exporter_ = std::make_unique<monitoring::PrometheusExporter>(
-        monitoring::rank_bind_address(config_.monitoring.metrics_address, process.local_rank));
-    spdlog::info("metrics: serving Prometheus metrics on port {} at /metrics", exporter_->port());
+    const std::string address =
+        monitoring::rank_bind_address(config_.monitoring.metrics_address, process.local_rank, process.host);
+    exporter_ = std::make_unique<monitoring::PrometheusExporter>(address);
+    spdlog::info("metrics: serving Prometheus metrics at http://{}:{}/metrics", address.substr(0, address.rfind(':')),
+                 exporter_->port());
     metrics_.add(std::make_unique<monitoring::PrometheusSink>(exporter_->registry(), process.rank));
   }
   flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());

@@ -44,3 +44,15 @@ TEST(PrometheusExporter, EachRankOfANodeGetsAPortOfItsOwn) {
   }
   EXPECT_THROW(rank_bind_address("0.0.0.0:65535", 1), mlagpt::ConfigError);
 }
+
+TEST(PrometheusExporter, HostPlaceholderIsTheNodesOwnAddress) {
+  using mlagpt::monitoring::rank_bind_address;
+  EXPECT_EQ(rank_bind_address("{host}:9400", 1, "127.0.0.3"), "127.0.0.3:9401");
+  EXPECT_EQ(rank_bind_address("{host}:0", 1, "localhost"), "127.0.0.1:0");
+  try {
+    rank_bind_address("{host}:9400", 0, "no-such-host.invalid");
+    ADD_FAILURE() << "an unresolvable host was accepted";
+  } catch (const mlagpt::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-host.invalid"), std::string::npos) << e.what();
+  }
+}

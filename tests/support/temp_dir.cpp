@@ -11,7 +11,7 @@
 
 namespace mlagpt::testing {
 
-std::string http_get(uint16_t port, const std::string& path) {
+std::string http_get(uint16_t port, const std::string& path, const std::string& host) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) {
     return "";
@@ -19,10 +19,10 @@ std::string http_get(uint16_t port, const std::string& path) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  inet_pton(AF_INET, host.c_str(), &address.sin_addr);
   std::string response;
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + host + "\r\n\r\n";
     if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
       char buffer[4096];
       ssize_t n = 0;

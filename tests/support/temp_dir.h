@@ -31,8 +31,9 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The whole response (headers and body) of `GET path` from 127.0.0.1:port over HTTP/1.0; "" when unreachable.
-std::string http_get(uint16_t port, const std::string& path);
+// The whole response (headers and body) of `GET path` from host:port (an IPv4 address) over HTTP/1.0; "" when
+// unreachable.
+std::string http_get(uint16_t port, const std::string& path, const std::string& host = "127.0.0.1");
 
 // Runs a shell command and returns its standard output (and its exit status through `status`).
 std::string run_command(const std::string& command, int* status = nullptr);
