@@ -163,7 +163,6 @@ std::string CollectiveWatchdog::flight_record() const {
 
 std::string CollectiveWatchdog::check() {
   std::vector<std::pair<uint64_t, std::function<bool()>>> probes;
-  std::vector<std::pair<Communicator*, std::string>> watched;
   {
     const std::lock_guard lock(mutex_);
     for (const auto& [id, record] : pending_) {
@@ -171,7 +170,6 @@ std::string CollectiveWatchdog::check() {
         probes.emplace_back(id, record.done);
       }
     }
-    watched = watched_;
   }
   // Outside the lock: a probe queries the device, and the main thread must not wait for that to issue.
   for (const auto& [id, done] : probes) {
@@ -186,11 +184,21 @@ std::string CollectiveWatchdog::check() {
       completed(id);
     }
   }
-  for (const auto& [comm, group] : watched) {
-    const std::string error = comm->async_error();
-    if (!error.empty()) {
-      return fmt::format("{}: the {} group's communicator failed: {}\n{}", label_, group, error, flight_record());
+  std::string failed_group;
+  std::string error;
+  {
+    // Under the lock, so that a communicator is not destroyed (unwatch) while it is asked; the query does not block.
+    const std::lock_guard lock(mutex_);
+    for (const auto& [comm, group] : watched_) {
+      error = comm->async_error();
+      if (!error.empty()) {
+        failed_group = group;
+        break;
+      }
     }
+  }
+  if (!error.empty()) {
+    return fmt::format("{}: the {} group's communicator failed: {}\n{}", label_, failed_group, error, flight_record());
   }
   std::string overdue;
   {
@@ -215,16 +223,11 @@ std::string CollectiveWatchdog::check() {
 }
 
 void CollectiveWatchdog::fail(const std::string& report) {
-  std::vector<std::pair<Communicator*, std::string>> watched;
-  {
-    const std::lock_guard lock(mutex_);
-    watched = watched_;
-  }
   report_(report);
-  for (const auto& [comm, group] : watched) {
+  std::unique_lock lock(mutex_);
+  for (const auto& [comm, group] : watched_) {  // under the lock, as in check()
     comm->abort();
   }
-  std::unique_lock lock(mutex_);
   wake_.wait_for(lock, std::chrono::duration<double>(options_.grace_s), [this] { return stopping_; });
   lock.unlock();
   end_();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the launch and deploy files with what this machine has; no GPU, SLURM, Kubernetes or Docker engine is
 # needed, and none is run:
-#   - shellcheck on launch/mlagpt-run, launch/slurm/train.sbatch, deploy/*.sh and this script;
+#   - shellcheck -x (following sourced files) on launch/mlagpt-run, launch/slurm/train.sbatch, deploy/*.sh,
+#     deploy/bundle/*.sh, tests/support/fake_node_agent.sh and this script;
 #   - launch/mlagpt-run: its --dry-run command line, the Prometheus targets it writes, an error for each kind of bad
 #     input, a real local mpirun (-x variables arrive), and a two-"host" run whose ssh is a stand-in that starts the
 #     daemon here with an empty environment, so that the ranks' placement is mpirun's own and only what -x passes
@@ -41,8 +42,9 @@ export NCCL_DEBUG=INFO NCCL_SOCKET_IFNAME=lo MLAGPT_CHECK_MARK='two words' CHECK
 
 # --- shellcheck
 if command -v shellcheck >/dev/null 2>&1; then
-  if (cd "$src" && shellcheck launch/mlagpt-run launch/slurm/train.sbatch deploy/*.sh tests/support/check_launch_files.sh); then
-    pass "shellcheck $(shellcheck --version | awk '/^version:/ {print $2}'): launch/mlagpt-run, launch/slurm/train.sbatch, deploy/*.sh, this script"
+  if (cd "$src" && shellcheck -x launch/mlagpt-run launch/slurm/train.sbatch deploy/*.sh deploy/bundle/*.sh \
+    tests/support/fake_node_agent.sh tests/support/check_launch_files.sh); then
+    pass "shellcheck $(shellcheck --version | awk '/^version:/ {print $2}'): launch/mlagpt-run, launch/slurm/train.sbatch, deploy/*.sh, deploy/bundle/*.sh, fake_node_agent.sh, this script"
   else
     fail "shellcheck (above)"
   fi
