@@ -8,10 +8,10 @@
 //     shard's size, as a full disk would): the run stops with an error naming the file on every rank, the previous
 //     checkpoint stays complete, `latest` and loadable, nothing of the failed one is left, and the run resumes from
 //     the previous one;
-//   - SIGUSR1 pre-emption of both ranks with a 1 s watchdog timeout: the final checkpoint is written and the job
-//     exits 138 with no timeout.
-// Rank 1 is started through `bash -c 'echo $$ > pidfile; exec mlagpt ...'` (an mpiexec MPMD line), so that the test
-// knows its pid and can give it its own data.
+//   - SIGUSR1 pre-emption (to mpiexec, which passes it on) and SIGTERM to every rank (as srun sends it) with a 1 s
+//     watchdog timeout: the final checkpoint is written and the job exits 128 + the signal with no timeout.
+// Each rank is started through `bash -c 'echo $$ > pidfile; exec mlagpt ...'` (an mpiexec MPMD line), so that the
+// test knows its pid, and rank 1 can be given its own data.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -56,7 +56,7 @@ double seconds_since(Clock::time_point start) {
 struct Job {
   pid_t pid = -1;
   fs::path log;
-  fs::path rank1_pid;
+  fs::path pid_files[2];
   Clock::time_point started;
 
   // Waits up to `seconds` for the job to end: its wait status, or nullopt (then the whole group is killed).
@@ -91,7 +91,8 @@ struct Job {
     }
     return false;
   }
-  pid_t rank1() const { return static_cast<pid_t>(std::stol(read_text(rank1_pid))); }
+  pid_t rank(int r) const { return static_cast<pid_t>(std::stol(read_text(pid_files[r]))); }
+  pid_t rank1() const { return rank(1); }
   ~Job() { kill_all(); }
 };
 
@@ -155,14 +156,18 @@ class Faults : public testing::Test {
   static Job start(const std::string& run, const std::string& extra, const std::string& rank1_extra = "") {
     Job job;
     job.log = *dir_ / (run + ".log");
-    job.rank1_pid = *dir_ / (run + ".rank1.pid");
-    fs::remove(job.rank1_pid);
+    for (int r = 0; r < 2; ++r) {
+      job.pid_files[r] = *dir_ / fmt::format("{}.rank{}.pid", run, r);
+      fs::remove(job.pid_files[r]);
+    }
     const fs::path data = *dir_ / "data";
     const std::string command = fmt::format(
-        "exec {mpiexec} -n 1 {mlagpt} {rank0} : -n 1 bash -c 'echo $$ > {pidfile}; exec \"$0\" \"$@\"' "
+        "exec {mpiexec} -n 1 bash -c 'echo $$ > {pidfile0}; exec \"$0\" \"$@\"' {mlagpt} {rank0} : -n 1 bash -c "
+        "'echo $$ > {pidfile}; exec \"$0\" \"$@\"' "
         "{mlagpt} {rank1} > {log} 2>&1",
         fmt::arg("mpiexec", MLAGPT_MPIEXEC), fmt::arg("mlagpt", MLAGPT_EXECUTABLE),
-        fmt::arg("rank0", arguments(run, extra, data)), fmt::arg("pidfile", job.rank1_pid.string()),
+        fmt::arg("rank0", arguments(run, extra, data)), fmt::arg("pidfile0", job.pid_files[0].string()),
+        fmt::arg("pidfile", job.pid_files[1].string()),
         fmt::arg("rank1", arguments(run, extra + " " + rank1_extra, data)), fmt::arg("log", job.log.string()));
     std::fflush(nullptr);
     job.started = Clock::now();
@@ -308,6 +313,28 @@ TEST_F(Faults, PreemptionUnderAShortWatchdogTimeoutSavesAndExitsWithoutATimeout)
   const std::string latest = read_text(checkpoints / "latest");
   ASSERT_FALSE(latest.empty()) << log;
   EXPECT_TRUE(fs::exists(checkpoints / latest.substr(0, latest.size() - 1) / "metadata.json"));
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Faults, SigtermToEveryRankUnderAShortWatchdogTimeoutSavesAndExitsWithoutATimeout) {
+  Job job = start("terminated", "--parallel.timeout_s=1 --parallel.startup_timeout_s=120");
+  ASSERT_TRUE(job.wait_for_log("step     10/", 120)) << read_text(job.log);
+  ASSERT_EQ(kill(job.rank(0), SIGTERM), 0);
+  ASSERT_EQ(kill(job.rank(1), SIGTERM), 0);
+  const auto signalled = Clock::now();
+  const std::optional<int> status = job.wait(60);
+  const std::string log = read_text(job.log);
+  ASSERT_TRUE(status.has_value()) << log;
+  report("SIGTERM to both ranks to the end of the job (a final checkpoint)", seconds_since(signalled));
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM) << log;
+  EXPECT_TRUE(contains(log, "[rank 1] [warning] SIGTERM: stopped at step")) << log;
+  EXPECT_FALSE(contains(log, "[watchdog]")) << log;
+  const std::string latest = read_text(*dir_ / "terminated" / "checkpoints" / "latest");
+  ASSERT_FALSE(latest.empty()) << log;
+  EXPECT_TRUE(fs::exists(*dir_ / "terminated" / "checkpoints" / latest.substr(0, latest.size() - 1) / "metadata.json"));
 }
 
 }  // namespace
