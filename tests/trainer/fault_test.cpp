@@ -24,11 +24,13 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
 #include <thread>
 
+#include "launch/stop_signals.h"
 #include "model/gpt.h"
 #include "support/small_dataset.h"
 #include "support/temp_dir.h"
@@ -186,6 +188,31 @@ class Faults : public testing::Test {
     testing::Test::RecordProperty(what, fmt::format("{:.2f}", seconds));
   }
 
+  // Run `run` under a 1 s watchdog timeout until step 10, stops it with `signal` sent by `send(job)`, and checks
+  // that every rank stopped at one step with a checkpoint and the job exited 128 + signal, with no timeout.
+  static void expect_preempted(const std::string& run, int signal, const std::function<void(const Job&)>& send,
+                               const std::string& what) {
+    Job job = start(run, "--parallel.timeout_s=1 --parallel.startup_timeout_s=120");
+    ASSERT_TRUE(job.wait_for_log("step     10/", 120)) << read_text(job.log);
+    send(job);
+    const auto signalled = Clock::now();
+    const std::optional<int> status = job.wait(60);
+    const std::string log = read_text(job.log);
+    ASSERT_TRUE(status.has_value()) << log;
+    report(what, seconds_since(signalled));
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + signal) << log;
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_TRUE(
+          contains(log, fmt::format("[rank {}] [warning] {}: stopped at step", r, mlagpt::launch::signal_name(signal))))
+          << log;
+    }
+    EXPECT_FALSE(contains(log, "[watchdog]")) << log;
+    const fs::path checkpoints = *dir_ / run / "checkpoints";
+    const std::string latest = read_text(checkpoints / "latest");
+    ASSERT_FALSE(latest.empty()) << log;
+    EXPECT_TRUE(fs::exists(checkpoints / latest.substr(0, latest.size() - 1) / "metadata.json"));
+  }
+
   static inline std::unique_ptr<mlagpt::testing::TempDir> dir_;
 };
 
@@ -297,44 +324,21 @@ TEST_F(Faults, AFailedCheckpointWriteKeepsThePreviousCheckpointAndStopsTheRun) {
   EXPECT_EQ(read_text(checkpoints / "latest"), failed_dir + "\n");
 }
 
-TEST_F(Faults, PreemptionUnderAShortWatchdogTimeoutSavesAndExitsWithoutATimeout) {
-  Job job = start("preempted", "--parallel.timeout_s=1 --parallel.startup_timeout_s=120");
-  ASSERT_TRUE(job.wait_for_log("step     10/", 120)) << read_text(job.log);
-  ASSERT_EQ(kill(job.pid, SIGUSR1), 0) << "mpiexec passes SIGUSR1 on to every rank";
-  const auto signalled = Clock::now();
-  const std::optional<int> status = job.wait(60);
-  const std::string log = read_text(job.log);
-  ASSERT_TRUE(status.has_value()) << log;
-  report("SIGUSR1 to the end of the job (a final checkpoint)", seconds_since(signalled));
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGUSR1) << log;
-  EXPECT_TRUE(contains(log, "SIGUSR1: stopped at step")) << log;
-  EXPECT_FALSE(contains(log, "[watchdog]")) << log;
-  const fs::path checkpoints = *dir_ / "preempted" / "checkpoints";
-  const std::string latest = read_text(checkpoints / "latest");
-  ASSERT_FALSE(latest.empty()) << log;
-  EXPECT_TRUE(fs::exists(checkpoints / latest.substr(0, latest.size() - 1) / "metadata.json"));
+TEST_F(Faults, Sigusr1ToMpiexecUnderAShortWatchdogTimeoutSavesAndExitsWithoutATimeout) {
+  expect_preempted(
+      "preempted", SIGUSR1,
+      [](const Job& job) { ASSERT_EQ(kill(job.pid, SIGUSR1), 0) << "mpiexec passes SIGUSR1 on to every rank"; },
+      "SIGUSR1 to mpiexec to the end of the job (a final checkpoint)");
 }
 
-}  // namespace
-
-namespace {
-
 TEST_F(Faults, SigtermToEveryRankUnderAShortWatchdogTimeoutSavesAndExitsWithoutATimeout) {
-  Job job = start("terminated", "--parallel.timeout_s=1 --parallel.startup_timeout_s=120");
-  ASSERT_TRUE(job.wait_for_log("step     10/", 120)) << read_text(job.log);
-  ASSERT_EQ(kill(job.rank(0), SIGTERM), 0);
-  ASSERT_EQ(kill(job.rank(1), SIGTERM), 0);
-  const auto signalled = Clock::now();
-  const std::optional<int> status = job.wait(60);
-  const std::string log = read_text(job.log);
-  ASSERT_TRUE(status.has_value()) << log;
-  report("SIGTERM to both ranks to the end of the job (a final checkpoint)", seconds_since(signalled));
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM) << log;
-  EXPECT_TRUE(contains(log, "[rank 1] [warning] SIGTERM: stopped at step")) << log;
-  EXPECT_FALSE(contains(log, "[watchdog]")) << log;
-  const std::string latest = read_text(*dir_ / "terminated" / "checkpoints" / "latest");
-  ASSERT_FALSE(latest.empty()) << log;
-  EXPECT_TRUE(fs::exists(*dir_ / "terminated" / "checkpoints" / latest.substr(0, latest.size() - 1) / "metadata.json"));
+  expect_preempted(
+      "terminated", SIGTERM,
+      [](const Job& job) {  // as srun sends it: to every task
+        ASSERT_EQ(kill(job.rank(0), SIGTERM), 0);
+        ASSERT_EQ(kill(job.rank(1), SIGTERM), 0);
+      },
+      "SIGTERM to both ranks to the end of the job (a final checkpoint)");
 }
 
 }  // namespace
