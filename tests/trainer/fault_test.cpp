@@ -8,7 +8,7 @@
 //     shard's size, as a full disk would): the run stops with an error naming the file on every rank, the previous
 //     checkpoint stays complete, `latest` and loadable, nothing of the failed one is left, and the run resumes from
 //     the previous one;
-//   - SIGUSR1 pre-emption (to mpiexec, which passes it on) and SIGTERM to every rank (as srun sends it) with a 1 s
+//   - SIGUSR1 pre-emption (to mpiexec, which passes it on) and SIGTERM to every rank (as srun sends it) with a 2 s
 //     watchdog timeout: the final checkpoint is written and the job exits 128 + the signal with no timeout.
 // Each rank is started through `bash -c 'echo $$ > pidfile; exec mlagpt ...'` (an mpiexec MPMD line), so that the
 // test knows its pid, and rank 1 can be given its own data.
@@ -188,11 +188,11 @@ class Faults : public testing::Test {
     testing::Test::RecordProperty(what, fmt::format("{:.2f}", seconds));
   }
 
-  // Run `run` under a 1 s watchdog timeout until step 10, stops it with `signal` sent by `send(job)`, and checks
+  // Run `run` under a 2 s watchdog timeout until step 10, stops it with `signal` sent by `send(job)`, and checks
   // that every rank stopped at one step with a checkpoint and the job exited 128 + signal, with no timeout.
   static void expect_preempted(const std::string& run, int signal, const std::function<void(const Job&)>& send,
                                const std::string& what) {
-    Job job = start(run, "--parallel.timeout_s=1 --parallel.startup_timeout_s=120");
+    Job job = start(run, "--parallel.timeout_s=2 --parallel.startup_timeout_s=120");
     ASSERT_TRUE(job.wait_for_log("step     10/", 120)) << read_text(job.log);
     send(job);
     const auto signalled = Clock::now();
