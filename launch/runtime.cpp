@@ -121,4 +121,9 @@ void Runtime::abort(int exit_code) const {
   }
 }
 
+void Runtime::end_job(int exit_code) const {
+  abort(exit_code);
+  std::_Exit(exit_code);
+}
+
 }  // namespace mlagpt::launch

@@ -54,6 +54,9 @@ class Runtime {
   // Ends the whole job at once (all ranks) after a fatal error on this one (MPI_Abort), from any thread; returns
   // only when there is no job to end (no MPI, or one process).
   void abort(int exit_code) const;
+  // Ends the job from a thread that cannot throw to main() (the collective watchdog's, while the main thread is
+  // blocked in a collective): abort(exit_code), and where there is no job to abort, this process. Never returns.
+  [[noreturn]] void end_job(int exit_code) const;
 
  private:
   ProcessInfo info_;

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -144,8 +143,7 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
         [](const std::string& report) { spdlog::critical("[watchdog] {}", report); },
         [this] {
           spdlog::critical("[watchdog] ending the job (exit status {})", launch::kWatchdogExitCode);
-          runtime_.abort(launch::kWatchdogExitCode);
-          std::_Exit(launch::kWatchdogExitCode);
+          runtime_.end_job(launch::kWatchdogExitCode);
         });
   }
   mesh_ = std::make_unique<launch::ProcessMesh>(runtime_,
