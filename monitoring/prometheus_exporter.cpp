@@ -52,7 +52,10 @@ PrometheusExporter::PrometheusExporter(const std::string& bind_address)
   } catch (const ConfigError&) {
     throw;
   } catch (const std::exception& e) {
-    throw ConfigError(fmt::format("metrics: cannot listen on '{}': {}", bind_address, e.what()));
+    throw ConfigError(fmt::format(
+        "metrics: cannot listen on '{}' (monitoring.metrics_address: a port another process holds, or an address this "
+        "host does not have): {}",
+        bind_address, e.what()));
   }
   exposer_->RegisterCollectable(registry_);
 }
@@ -93,7 +96,9 @@ std::string rank_bind_address(const std::string& bind_address, int local_rank, c
         fmt::format("monitoring.metrics_address '{}' is not 'host:port' with a port in [0, 65535]", bind_address));
   }
   std::string bind_host = bind_address.substr(0, colon);
-  if (bind_host == "{host}") {
+  if (bind_host.empty()) {  // ":9400": this machine only; every interface is an explicit "0.0.0.0:9400"
+    bind_host = "127.0.0.1";
+  } else if (bind_host == "{host}") {
     bind_host = ipv4_of(host, bind_address);
   }
   if (port == 0) {

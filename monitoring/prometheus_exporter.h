@@ -31,7 +31,8 @@ class PrometheusExporter {
 
 // The address a rank's exporter binds: `bind_address` ("host:port") with the port moved up by the rank's index on
 // its node, so that the processes of one node (one per GPU) each get a port of their own: 9400, 9401, ... Port 0
-// (ephemeral) stays 0. A host of "{host}" is this node's own address: `host` (its hostname) resolved to IPv4, so
+// (ephemeral) stays 0. No host (":9400") is loopback, 127.0.0.1: serving every interface is the explicit
+// "0.0.0.0:9400". A host of "{host}" is this node's own address: `host` (its hostname) resolved to IPv4, so
 // that every node's ranks listen on the address their targets name (and several simulated nodes of one machine, each
 // with a loopback address of its own, can use the same ports). Throws ConfigError naming `bind_address` when it has
 // no port, the port would pass 65535, or "{host}" does not resolve.

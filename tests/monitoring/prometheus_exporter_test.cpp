@@ -34,6 +34,7 @@ TEST(PrometheusExporter, EachRankOfANodeGetsAPortOfItsOwn) {
   EXPECT_EQ(rank_bind_address("0.0.0.0:9400", 0), "0.0.0.0:9400");
   EXPECT_EQ(rank_bind_address("0.0.0.0:9400", 7), "0.0.0.0:9407");
   EXPECT_EQ(rank_bind_address("127.0.0.1:0", 3), "127.0.0.1:0") << "an ephemeral port stays ephemeral";
+  EXPECT_EQ(rank_bind_address(":9400", 1), "127.0.0.1:9401") << "no host: loopback only";
   for (const char* bad : {"9400", "host:", "host:94x0", "host:-1", "host:70000"}) {
     try {
       rank_bind_address(bad, 0);

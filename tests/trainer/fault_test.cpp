@@ -4,6 +4,7 @@
 //   - a rank killed (SIGKILL): every rank is gone within 10 s;
 //   - a rank that throws (a corrupt copy of the training shard only it reads): the job ends within seconds, long
 //     before the watchdog's timeout, with the error naming the file;
+//   - a rank whose metrics port is taken: an error naming the address on that rank, and the job ends at once;
 //   - a checkpoint write that fails on one rank (its file-size limit, RLIMIT_FSIZE, lowered in mid-run below its
 //     shard's size, as a full disk would): the run stops with an error naming the file on every rank, the previous
 //     checkpoint stays complete, `latest` and loadable, nothing of the failed one is left, and the run resumes from
@@ -12,11 +13,14 @@
 //     watchdog timeout: the final checkpoint is written and the job exits 128 + the signal with no timeout.
 // Each rank is started through `bash -c 'echo $$ > pidfile; exec mlagpt ...'` (an mpiexec MPMD line), so that the
 // test knows its pid, and rank 1 can be given its own data.
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -278,6 +282,31 @@ TEST_F(Faults, ARankThatThrowsEndsTheJobInSecondsNotAtTheTimeout) {
   EXPECT_TRUE(contains(log, "is >= vocab_size 257")) << log;
   EXPECT_FALSE(contains(log, "[watchdog]")) << log;
   EXPECT_LT(seconds, 60);
+}
+
+TEST_F(Faults, ARankWhoseMetricsPortIsTakenEndsTheJobAtStartUp) {
+  // Something else holds the port that rank 1 (local rank 1) would serve on: port + 1.
+  const int holder = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(holder, 1), 0);
+  ASSERT_EQ(getsockname(holder, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int taken = ntohs(address.sin_port);
+  Job job =
+      start("port_taken", fmt::format("--parallel.timeout_s=300 --monitoring.metrics_address=127.0.0.1:{}", taken - 1));
+  const std::optional<int> status = job.wait(60);
+  const double seconds = seconds_since(job.started);
+  close(holder);
+  const std::string log = read_text(job.log);
+  ASSERT_TRUE(status.has_value()) << "still running after 60 s:\n" << log;
+  report("start of the job to its end after rank 1 found its metrics port taken", seconds);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << log;
+  EXPECT_TRUE(contains(log, fmt::format("[rank 1] [error] metrics: cannot listen on '127.0.0.1:{}'", taken))) << log;
+  EXPECT_FALSE(contains(log, "[watchdog]")) << log;
 }
 
 TEST_F(Faults, AFailedCheckpointWriteKeepsThePreviousCheckpointAndStopsTheRun) {
