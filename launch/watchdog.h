@@ -1,27 +1,27 @@
 // CollectiveWatchdog: a thread per process that ends the job when a collective does not complete in time, so that a
 // dead or stuck rank never leaves the others waiting for ever (the role of PyTorch's NCCL watchdog and flight
-// recorder; docs/design.md "Faults").
+// recorder; docs/design.md "Faults and launching").
 //
 // What it watches: every collective a WatchedCommunicator issues (launch/watched_communicator.h) is recorded here
 // with its group, operation, bytes, the group's sequence number and a deadline, and again when it completes. On
 // MPI a collective completes when its blocking call or its Work's wait() returns (the caller's thread is blocked
 // inside MPI meanwhile); on NCCL the host returns at once, so the record carries a probe of the CUDA event after
 // the collective, which this thread queries. Phases made of raw MPI calls (the process mesh's set-up, NCCL's
-// initialization) are recorded with guard(). The thread also polls every watched communicator's async_error()
-// (NCCL's ncclCommGetAsyncError).
+// initialization) are recorded as one collective by a Guard. The thread also polls every watched communicator's
+// async_error() (NCCL's ncclCommGetAsyncError).
 //
 // Deadlines: collectives issued before steady() get startup_timeout_s (start-up: NCCL's initialization, loading a
 // checkpoint, the first step's allocations), after it timeout_s; a TimeoutScope gives the collectives issued while
-// it lives a timeout of its own (checkpoint saves, compression passes: one rank's work there can hold the others for
+// it lives a longer timeout (checkpoint saves, compression passes: one rank's work there can hold the others for
 // longer than a step).
 //
 // On a failure (a collective past its deadline, or an asynchronous error) the thread, once: writes the report
 // (which collective, how long it has waited, and this process's last `history` collectives, oldest first, pending
 // ones marked) through `report`; aborts every watched communicator (ncclCommAbort, so that nothing stays blocked in
 // NCCL); waits `grace_s`, so that the other ranks stuck on the same collective can write their reports too; and
-// calls `end`, which ends the process and the job (main's handler: MPI_Abort). Every rank that can still speak
-// thus names the collectives it issued: the stuck rank is the one whose sequence numbers stop short, or that says
-// nothing.
+// calls `end`, which ends the process and the job (the Trainer's: Runtime::end_job, MPI_Abort). Every rank that can
+// still speak thus names the collectives it issued: the stuck rank is the one whose sequence numbers stop short, or
+// that says nothing.
 #pragma once
 
 #include <chrono>
