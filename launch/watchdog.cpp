@@ -67,13 +67,15 @@ uint64_t CollectiveWatchdog::issued(const std::string& group, int group_size, ui
                           .issued_s = now_s(),
                           .completed_s = -1,
                           .timeout_s = timeout,
-                          .done = std::move(done)};
-  pending_.emplace(record.id, record);
-  history_.push_back(std::move(record));
+                          .done = {}};
+  const uint64_t id = record.id;
+  history_.push_back(record);  // for the report; only the pending record needs the probe
   while (history_.size() > static_cast<size_t>(options_.history)) {
     history_.pop_front();
   }
-  return history_.back().id;
+  record.done = std::move(done);
+  pending_.emplace(id, std::move(record));
+  return id;
 }
 
 void CollectiveWatchdog::completed(uint64_t ticket) {
@@ -85,7 +87,6 @@ void CollectiveWatchdog::completed(uint64_t ticket) {
   for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
     if (it->id == ticket) {
       it->completed_s = now;
-      it->done = nullptr;
       break;
     }
   }

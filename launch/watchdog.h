@@ -58,7 +58,7 @@ struct CollectiveRecord {
   double issued_s = 0;      // seconds since the watchdog started
   double completed_s = -1;  // < 0 while pending
   double timeout_s = 0;
-  std::function<bool()> done;  // the device's completion (NCCL), or empty
+  std::function<bool()> done;  // the device's completion (NCCL), or empty; kept in pending records only
 };
 
 class CollectiveWatchdog {

@@ -53,12 +53,12 @@ WatchedCommunicator::~WatchedCommunicator() {
   watchdog_.unwatch(inner_.get());
 }
 
-bool WatchedCommunicator::finish(uint64_t ticket) {
-  if (std::function<bool()> done = inner_->last_collective_done()) {
-    watchdog_.attach(ticket, std::move(done));
+bool WatchedCommunicator::attach_device_probe(uint64_t ticket) {
+  std::function<bool()> done = inner_->last_collective_done();
+  if (!done) {
     return false;
   }
-  watchdog_.completed(ticket);
+  watchdog_.attach(ticket, std::move(done));
   return true;
 }
 
@@ -70,7 +70,9 @@ void WatchedCommunicator::blocking(const char* op, int64_t bytes, const std::fun
     watchdog_.completed(ticket);
     throw;
   }
-  finish(ticket);
+  if (!attach_device_probe(ticket)) {
+    watchdog_.completed(ticket);
+  }
 }
 
 std::unique_ptr<Work> WatchedCommunicator::async(const char* op, int64_t bytes,
@@ -83,8 +85,7 @@ std::unique_ptr<Work> WatchedCommunicator::async(const char* op, int64_t bytes,
     watchdog_.completed(ticket);
     throw;
   }
-  if (std::function<bool()> done = inner_->last_collective_done()) {  // NCCL: its event completes the record
-    watchdog_.attach(ticket, std::move(done));
+  if (attach_device_probe(ticket)) {  // NCCL: its event, not wait(), completes the record
     return work;
   }
   return std::make_unique<WatchedWork>(std::move(work), watchdog_, ticket);

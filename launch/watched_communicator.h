@@ -50,9 +50,9 @@ class WatchedCommunicator final : public Communicator {
   // Record a collective, run `call` (which issues it on inner_), and complete the record or hand it its probe.
   void blocking(const char* op, int64_t bytes, const std::function<void()>& call);
   std::unique_ptr<Work> async(const char* op, int64_t bytes, const std::function<std::unique_ptr<Work>()>& call);
-  // After a call returned: complete the record, or attach the device probe the wrapped communicator has for it.
-  // Returns whether the record is now complete.
-  bool finish(uint64_t ticket);
+  // After the call that issued `ticket`'s collective returned: gives the record the wrapped communicator's device
+  // probe for it, if it has one (NCCL). Returns whether it did; otherwise the caller completes the record.
+  bool attach_device_probe(uint64_t ticket);
 
   std::unique_ptr<Communicator> inner_;
   std::string group_;
