@@ -3,11 +3,21 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <map>
 
 #include "launch/error.h"
 
 namespace mlagpt::monitoring {
+
+namespace {
+
+// Seconds since the Unix epoch, as every record's "time".
+double unix_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 JsonlSink::JsonlSink(const std::filesystem::path& path) : path_(path) {
   if (path.has_parent_path()) {
@@ -21,6 +31,7 @@ JsonlSink::JsonlSink(const std::filesystem::path& path) : path_(path) {
 
 void JsonlSink::record(const StepMetrics& m) {
   nlohmann::json line = {{"kind", "train"},
+                         {"time", unix_time()},
                          {"step", m.step},
                          {"loss", m.loss},
                          {"lr", m.learning_rate},
@@ -36,7 +47,11 @@ void JsonlSink::record(const StepMetrics& m) {
 }
 
 void JsonlSink::record(const EvalMetrics& m) {
-  out_ << nlohmann::json{{"kind", "eval"}, {"step", m.step}, {"val_loss", m.loss}, {"val_perplexity", m.perplexity}}
+  out_ << nlohmann::json{{"kind", "eval"},
+                         {"time", unix_time()},
+                         {"step", m.step},
+                         {"val_loss", m.loss},
+                         {"val_perplexity", m.perplexity}}
               .dump()
        << '\n'
        << std::flush;
@@ -44,6 +59,7 @@ void JsonlSink::record(const EvalMetrics& m) {
 
 void JsonlSink::record(const CheckpointMetrics& m) {
   out_ << nlohmann::json{{"kind", m.save ? "checkpoint_save" : "checkpoint_load"},
+                         {"time", unix_time()},
                          {"step", m.step},
                          {"seconds", m.seconds},
                          {"bytes", m.bytes},
@@ -66,6 +82,7 @@ void JsonlSink::record(const CompressionMetrics& m) {
                       {"seconds", layer.seconds}});
   }
   out_ << nlohmann::json{{"kind", "compression"},
+                         {"time", unix_time()},
                          {"step", m.step},
                          {"mode", m.mode},
                          {"seconds", m.seconds},
