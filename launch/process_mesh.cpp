@@ -182,6 +182,14 @@ std::unique_ptr<Communicator> watched(std::unique_ptr<Communicator> group, const
   return std::make_unique<WatchedCommunicator>(std::move(group), name, *watchdog);
 }
 
+// `group` counted into `meter` when there is one and the group has more than one rank.
+std::unique_ptr<Communicator> metered(std::unique_ptr<Communicator> group, const char* name, CollectiveMeter* meter) {
+  if (meter == nullptr || group->size() == 1) {
+    return group;
+  }
+  return std::make_unique<MeteredCommunicator>(std::move(group), name, *meter);
+}
+
 }  // namespace
 
 NodeIdentity this_node(const Runtime& runtime) {
@@ -233,8 +241,8 @@ ProcessMesh::ProcessMesh(const Runtime& runtime, const MeshOptions& options, con
   MLAGPT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank_ / tp, world_rank_, &tp_group.comm));
   MLAGPT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank_ % tp, world_rank_, &dp_group.comm));
   // Every rank builds its tensor-parallel group first: NCCL's initialization of a group waits for all its members.
-  tp_ = watched(make_group(tp_group.comm, device_), "tp", options.watchdog);
-  dp_ = watched(make_group(dp_group.comm, device_), "dp", options.watchdog);
+  tp_ = metered(watched(make_group(tp_group.comm, device_), "tp", options.watchdog), "tp", options.meter);
+  dp_ = metered(watched(make_group(dp_group.comm, device_), "dp", options.watchdog), "dp", options.meter);
 }
 
 ProcessMesh::~ProcessMesh() = default;

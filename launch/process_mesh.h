@@ -22,7 +22,8 @@
 // LocalCommunicators on every device. On CUDA the mesh makes options.device the current device of the process
 // (once, here); choosing which device a rank uses is the caller's business. Construction is collective over
 // MPI_COMM_WORLD: every rank makes its mesh at the same point. With MeshOptions::watchdog the construction is
-// recorded as one phase ("process mesh set-up") and the groups' collectives are watched (launch/watchdog.h).
+// recorded as one phase ("process mesh set-up") and the groups' collectives are watched (launch/watchdog.h); with
+// MeshOptions::meter they are counted.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -33,6 +34,7 @@
 #include <string>
 
 #include "launch/communicator.h"
+#include "launch/metered_communicator.h"
 #include "launch/runtime.h"
 #include "launch/watchdog.h"
 
@@ -45,6 +47,9 @@ struct MeshOptions {
   // When set (it must outlive the mesh): the set-up is one guarded phase and the groups of more than one rank are
   // WatchedCommunicators ("dp", "tp"), so that their collectives are under its deadlines.
   CollectiveWatchdog* watchdog = nullptr;
+  // When set (it must outlive the mesh): the groups of more than one rank are MeteredCommunicators ("dp", "tp") that
+  // count their collectives' bytes and blocked seconds into it (launch/metered_communicator.h).
+  CollectiveMeter* meter = nullptr;
 };
 
 // The node a rank runs on, as the mesh compares ranks: ranks with equal ids share a node; `host` names it in
