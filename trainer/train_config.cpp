@@ -89,6 +89,13 @@ void TrainConfig::resolve() {
   require_one_of("monitoring.log_level", monitoring.log_level,
                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
   require(monitoring.peak_flops >= 0, fmt::format("monitoring.peak_flops must be >= 0, got {}", monitoring.peak_flops));
+  if (monitoring.job.empty()) {  // runs/mla-tiny -> mla-tiny
+    const std::filesystem::path out = std::filesystem::path(run.out_dir).lexically_normal();
+    monitoring.job = out.has_filename() ? out.filename().string() : out.parent_path().filename().string();
+    if (monitoring.job.empty() || monitoring.job == "." || monitoring.job == "..") {
+      monitoring.job = "mlagpt";
+    }
+  }
   require(parallel.tp >= 1, fmt::format("parallel.tp must be at least 1, got {}", parallel.tp));
   // Sampling (model/generation.h) runs the whole model in one process.
   require(eval.sample_tokens == 0 || parallel.tp == 1,

@@ -118,9 +118,14 @@ struct MonitoringConfig {
   bool jsonl = true;            // <run.out_dir>/metrics.jsonl
   std::string log_level = "info";
   double peak_flops = 0;  // per device, for MFU; 0 = known default for the device (H100 bf16: 989e12)
+  std::string job;        // the job label of every metric; "" = the last component of run.out_dir
+  std::string
+      targets_file;  // where rank 0 writes every rank's scrape target; "" = <run.out_dir>/prometheus-targets.json
   template <typename V>
   void visit_fields(V&& v) {
     v("metrics_address", metrics_address);
+    v("job", job);
+    v("targets_file", targets_file);
     v("jsonl", jsonl);
     v("log_level", log_level);
     v("peak_flops", peak_flops);

@@ -5,6 +5,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/hash.h>
+#include <torch/version.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -18,7 +19,9 @@
 
 #include "launch/backend_versions.h"
 #include "launch/error.h"
+#include "mlagpt/build_info.h"
 #include "model/accounting.h"
+#include "monitoring/device_memory.h"
 #include "trainer/optimizer.h"
 
 namespace mlagpt::trainer {
@@ -50,6 +53,90 @@ std::string human_count(double value) {
 // A seed from two numbers (run.seed and a rank or a step), well mixed.
 uint64_t mix(uint64_t a, uint64_t b) {
   return c10::twang_mix64(a ^ (b + 0x9E3779B97F4A7C15ULL));
+}
+
+// The labels of mlagpt_build_info.
+std::map<std::string, std::string> build_labels() {
+  return {{"version", MLAGPT_VERSION},
+          {"build_type", MLAGPT_BUILD_TYPE},
+          {"compiler", MLAGPT_COMPILER},
+          {"torch", TORCH_VERSION},
+#ifdef MLAGPT_WITH_CUDA
+          {"cuda", "yes"},
+#else
+          {"cuda", "no"},
+#endif
+          {"prometheus_cpp", monitoring::prometheus_cpp_version()}};
+}
+
+// One rank's Prometheus scrape target.
+struct RankTarget {
+  std::string target;  // host:port
+  int local_rank = 0;
+  std::string node;
+};
+
+// Every rank's target, indexed by world rank: gathered over the tensor-parallel group, then the data-parallel one
+// (world rank = dp rank x tp + tp rank, launch/process_mesh.h), as fixed-width character codes.
+std::vector<RankTarget> gather_targets(const RankTarget& own, const launch::ProcessMesh& mesh,
+                                       const c10::Device& device) {
+  constexpr int64_t kWidth = 512;
+  const std::string line = fmt::format("{}\t{}\t{}", own.target, own.local_rank, own.node);
+  if (static_cast<int64_t>(line.size()) >= kWidth) {
+    throw ConfigError(fmt::format("metrics: the scrape target '{}' of host {} is too long", own.target, own.node));
+  }
+  at::Tensor mine = at::zeros({kWidth}, at::TensorOptions().dtype(at::kLong));
+  for (size_t i = 0; i < line.size(); ++i) {
+    mine[static_cast<int64_t>(i)] = static_cast<int64_t>(static_cast<unsigned char>(line[i]));
+  }
+  mine = mine.to(device);
+  at::Tensor group = at::zeros({mesh.tp_size() * kWidth}, mine.options());
+  mesh.tp().all_gather(mine, group);
+  at::Tensor world = at::zeros({mesh.world_size() * kWidth}, mine.options());
+  mesh.dp().all_gather(group, world);
+  world = world.cpu();
+  const int64_t* codes = world.data_ptr<int64_t>();
+  std::vector<RankTarget> targets;
+  for (int rank = 0; rank < mesh.world_size(); ++rank) {
+    std::string text;
+    for (int64_t i = 0; i < kWidth && codes[rank * kWidth + i] != 0; ++i) {
+      text.push_back(static_cast<char>(codes[rank * kWidth + i]));
+    }
+    const size_t first = text.find('\t');
+    const size_t second = text.find('\t', first + 1);
+    targets.push_back({.target = text.substr(0, first),
+                       .local_rank = std::stoi(text.substr(first + 1, second - first - 1)),
+                       .node = text.substr(second + 1)});
+  }
+  return targets;
+}
+
+// A Prometheus file_sd file: one group per rank, labelled rank, local_rank and node (what launch/mlagpt-run writes).
+// Written to a temporary name and renamed, so Prometheus, which rereads the file when it changes, never sees half.
+void write_targets_file(const fs::path& file, const std::vector<RankTarget>& targets) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (size_t rank = 0; rank < targets.size(); ++rank) {
+    groups.push_back({{"targets", {targets[rank].target}},
+                      {"labels",
+                       {{"rank", std::to_string(rank)},
+                        {"local_rank", std::to_string(targets[rank].local_rank)},
+                        {"node", targets[rank].node}}}});
+  }
+  if (file.has_parent_path()) {
+    fs::create_directories(file.parent_path());
+  }
+  const fs::path tmp = fs::path(file.string() + ".tmp");
+  {
+    std::ofstream out(tmp);
+    out << groups.dump(2) << '\n';
+    out.close();
+    if (!out) {
+      fs::remove(tmp);
+      throw IoError(
+          fmt::format("metrics: cannot write the Prometheus targets file {} (monitoring.targets_file)", file.string()));
+    }
+  }
+  fs::rename(tmp, file);
 }
 
 }  // namespace
@@ -150,7 +237,8 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
                                                 launch::MeshOptions{.tp = config_.parallel.tp,
                                                                     .tp_across_nodes = config_.parallel.tp_across_nodes,
                                                                     .device = device_,
-                                                                    .watchdog = watchdog_.get()});
+                                                                    .watchdog = watchdog_.get(),
+                                                                    .meter = &collective_meter_});
   data_parallel_ = &mesh_->dp();
   tensor_parallel_ = std::make_unique<TensorParallelGroup>(mesh_->tp(), device_);
   if (process.world_size > 1) {  // where each rank landed: one line per rank, for multi-node set-ups
@@ -190,12 +278,7 @@ Trainer::Trainer(TrainConfig config, const launch::Runtime& runtime)
     metrics_.add(std::make_unique<monitoring::JsonlSink>(fs::path(config_.run.out_dir) / "metrics.jsonl"));
   }
   if (!config_.monitoring.metrics_address.empty()) {
-    const std::string address =
-        monitoring::rank_bind_address(config_.monitoring.metrics_address, process.local_rank, process.host);
-    exporter_ = std::make_unique<monitoring::PrometheusExporter>(address);
-    spdlog::info("metrics: serving Prometheus metrics at http://{}:{}/metrics", address.substr(0, address.rfind(':')),
-                 exporter_->port());
-    metrics_.add(std::make_unique<monitoring::PrometheusSink>(exporter_->registry(), process.rank));
+    start_metrics_exporter();
   }
   flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());
   peak_flops_ = config_.monitoring.peak_flops > 0
@@ -422,7 +505,9 @@ int Trainer::train(const std::string& resume) {
     pending_.push_back(train_step_->run(
         state_.step,
         [this] {
+          const auto asked = std::chrono::steady_clock::now();
           data::Batch batch = loader_->next();
+          data_wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
           return MicroBatch{batch.x, batch.y};
         },
         [&stop_signals] { return stop_signals.received(); }));
@@ -517,7 +602,55 @@ int Trainer::read_pending_steps() {
   }
   pending_.clear();
   pending_since_ = now;
+  record_runtime_metrics();
   return signal;
+}
+
+void Trainer::record_runtime_metrics() {
+  monitoring::RuntimeMetrics metrics{.data_wait_seconds_total = data_wait_seconds_};
+  for (const launch::CollectiveMeter::Row& row : collective_meter_.rows()) {
+    metrics.collectives.push_back({.group = row.group,
+                                   .op = launch::to_string(row.kind),
+                                   .count = row.totals.count,
+                                   .bytes = row.totals.bytes,
+                                   .seconds = row.totals.seconds});
+  }
+  const monitoring::DeviceMemory memory = monitoring::device_memory(device_);
+  metrics.memory_allocated_bytes = memory.allocated_bytes;
+  metrics.memory_reserved_bytes = memory.reserved_bytes;
+  metrics.memory_peak_bytes = memory.peak_bytes;
+  metrics.model_parameters = full_parameter_count(*model_);
+  metrics_.record(metrics);
+}
+
+void Trainer::start_metrics_exporter() {
+  const launch::ProcessInfo& process = runtime_.info();
+  const std::string address =
+      monitoring::rank_bind_address(config_.monitoring.metrics_address, process.local_rank, process.host);
+  exporter_ = std::make_unique<monitoring::PrometheusExporter>(address);
+  const std::string bound_host = address.substr(0, address.rfind(':'));
+  spdlog::info("metrics: serving Prometheus metrics at http://{}:{}/metrics", bound_host, exporter_->port());
+  metrics_.add(std::make_unique<monitoring::PrometheusSink>(exporter_->registry(),
+                                                            monitoring::MetricsIdentity{.job = config_.monitoring.job,
+                                                                                        .rank = process.rank,
+                                                                                        .dp_rank = mesh_->dp_rank(),
+                                                                                        .tp_rank = mesh_->tp_rank(),
+                                                                                        .device = device_.str(),
+                                                                                        .build = build_labels()}));
+
+  // Where Prometheus finds this rank: the address it bound, or this node's name when it serves every interface.
+  const std::string target =
+      fmt::format("{}:{}", bound_host == "0.0.0.0" ? process.host : bound_host, exporter_->port());
+  const std::vector<RankTarget> targets = gather_targets(
+      RankTarget{.target = target, .local_rank = process.local_rank, .node = process.host}, *mesh_, device_);
+  if (process.rank == 0) {
+    const fs::path file = config_.monitoring.targets_file.empty()
+                              ? fs::path(config_.run.out_dir) / "prometheus-targets.json"
+                              : fs::path(config_.monitoring.targets_file);
+    write_targets_file(file, targets);
+    spdlog::info("metrics: wrote the Prometheus targets of {} rank(s) to {} (job {})", targets.size(), file.string(),
+                 config_.monitoring.job);
+  }
 }
 
 void Trainer::log_step(int64_t step, const StepResult& result, double seconds) {
@@ -530,7 +663,8 @@ void Trainer::log_step(int64_t step, const StepResult& result, double seconds) {
                                   .step_seconds = seconds,
                                   .tokens = tokens,
                                   .tokens_per_second = static_cast<double>(tokens) / seconds,
-                                  .skipped_steps_total = skipped_steps_};
+                                  .skipped_steps_total = skipped_steps_,
+                                  .rank_tokens = tokens / data_parallel_->size()};
   if (peak_flops_ > 0) {
     metrics.mfu = flops_per_token_ * metrics.tokens_per_second / (peak_flops_ * mesh_->world_size());
   }

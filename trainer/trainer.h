@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "launch/communicator.h"
+#include "launch/metered_communicator.h"
 #include "launch/process_mesh.h"
 #include "launch/runtime.h"
 #include "launch/stop_signals.h"
@@ -91,6 +92,10 @@ class Trainer {
   // Reads the steps run since the last read (one host synchronization), counts skipped steps, records their
   // metrics and logs the last; returns the stop signal the ranks agreed on (0: none).
   int read_pending_steps();
+  // Serves this rank's metrics (monitoring.metrics_address); rank 0 writes every rank's scrape target to
+  // monitoring.targets_file. Collective over the mesh.
+  void start_metrics_exporter();
+  void record_runtime_metrics();
   void log_step(int64_t step, const StepResult& result, double seconds);
   void evaluate();
   SaveReport save_checkpoint();
@@ -100,6 +105,7 @@ class Trainer {
   const launch::Runtime& runtime_;
   // With more than one process and parallel.timeout_s > 0; before mesh_, whose groups it watches, so it outlives them.
   std::unique_ptr<launch::CollectiveWatchdog> watchdog_;
+  launch::CollectiveMeter collective_meter_;  // the mesh's groups count into it; outlives the mesh
   std::unique_ptr<launch::ProcessMesh> mesh_;
   launch::Communicator* data_parallel_ = nullptr;  // mesh_->dp()
   c10::Device device_;
@@ -120,6 +126,7 @@ class Trainer {
   EvalResult last_eval_;
   int64_t bad_steps_in_a_row_ = 0;
   int64_t skipped_steps_ = 0;
+  double data_wait_seconds_ = 0;  // in loader_->next() during training steps
   double flops_per_token_ = 0;
   double peak_flops_ = 0;
 };

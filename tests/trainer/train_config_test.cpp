@@ -242,3 +242,13 @@ TEST(TrainConfigExamples, EveryTrainingConfigInLaunchConfigsResolves) {
   }
   EXPECT_GE(training_configs, 5);
 }
+
+TEST_F(TrainConfigFile, TheMetricsJobIsTheRunDirectorysNameUnlessGiven) {
+  const auto path = write("[data]\ndir = \"data/fortunes\"\n");
+  EXPECT_EQ(read_train_config(path, {}).monitoring.job, "mlagpt");  // run.out_dir = runs/mlagpt
+  EXPECT_EQ(read_train_config(path, {"--run.out_dir=runs/tiny_mla_dp2/"}).monitoring.job, "tiny_mla_dp2");
+  EXPECT_EQ(read_train_config(path, {"--run.out_dir=/abs/runs/x", "--monitoring.job=sweep-3"}).monitoring.job,
+            "sweep-3");
+  EXPECT_EQ(read_train_config(path, {"--run.out_dir=."}).monitoring.job, "mlagpt");
+  EXPECT_TRUE(read_train_config(path, {}).monitoring.targets_file.empty());
+}
