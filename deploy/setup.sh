@@ -35,7 +35,7 @@ debian_packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libsentencepiece-dev libssl-dev
-  fortunes
+  fortunes gnuplot-nox
   clang-format clang-tidy
   shellcheck python3-yaml
 )

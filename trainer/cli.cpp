@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "data/prepare.h"
@@ -10,6 +11,7 @@
 #include "launch/runtime.h"
 #include "trainer/commands.h"
 #include "trainer/model_info.h"
+#include "trainer/report.h"
 #include "trainer/version_report.h"
 
 namespace mlagpt::trainer {
@@ -164,6 +166,29 @@ int run_cli(int argc, char** argv, const launch::Runtime& runtime) {
   convert->add_option("--data", convert_options.data_dir, "Dataset directory (default: the one trained on)");
   convert->add_option("--device", convert_options.device, "auto, cpu or cuda")->capture_default_str();
   convert->callback([&] { run_convert(convert_options, runtime, std::cout); });
+
+  CLI::App* report = app.add_subcommand(
+      "report", "Plots (loss, tokens/s) and a Markdown table (parameters, KV cache, val loss, speed) comparing runs");
+  ReportOptions report_options;
+  report
+      ->add_option("runs", report_options.runs,
+                   "Run directories (run.out_dir), each with metrics.jsonl and config.json")
+      ->required();
+  report
+      ->add_option("--out", report_options.out,
+                   "Directory for report.md, loss.png, tokens_per_second.png and the gnuplot data and script")
+      ->required();
+  report->callback([&] {
+    if (runtime.info().world_size > 1) {
+      throw ConfigError(fmt::format("report runs as one process; run it without mpirun (world size here: {})",
+                                    runtime.info().world_size));
+    }
+    if (const char* gnuplot = std::getenv("MLAGPT_GNUPLOT"); gnuplot != nullptr && *gnuplot != '\0') {
+      report_options.gnuplot = gnuplot;
+    }
+    // The log says what was written; stdout gets report.md's path, for scripts.
+    std::cout << write_report(report_options).markdown.string() << "\n" << std::flush;
+  });
 
   // CLI11 reports a mistyped command as "A subcommand is required"; name it instead.
   std::string known;
