@@ -52,6 +52,14 @@ void JsonlSink::record(const StepMetrics& m) {
   out_ << line.dump() << '\n' << std::flush;
 }
 
+void JsonlSink::record(const RunStartMetrics& m) {
+  out_ << nlohmann::json{{"kind", "start"},  {"time", unix_time()},        {"step", m.step}, {"device", m.device},
+                         {"dtype", m.dtype}, {"world_size", m.world_size}, {"dp", m.dp},     {"tp", m.tp}}
+              .dump()
+       << '\n'
+       << std::flush;
+}
+
 void JsonlSink::record(const EvalMetrics& m) {
   out_ << nlohmann::json{{"kind", "eval"},
                          {"time", unix_time()},
@@ -328,6 +336,12 @@ void MetricsFanout::record(const CheckpointMetrics& metrics) {
 }
 
 void MetricsFanout::record(const RuntimeMetrics& metrics) {
+  for (auto& sink : sinks_) {
+    sink->record(metrics);
+  }
+}
+
+void MetricsFanout::record(const RunStartMetrics& metrics) {
   for (auto& sink : sinks_) {
     sink->record(metrics);
   }

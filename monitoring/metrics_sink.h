@@ -95,6 +95,16 @@ struct RuntimeMetrics {
   int64_t model_parameters = 0;  // the model's now (all shards; compression changes it)
 };
 
+// The start of a training run (or of its resumed part): where and how it runs.
+struct RunStartMetrics {
+  int64_t step = 0;    // the step it starts from (0, or the checkpoint's)
+  std::string device;  // "cpu", "cuda:0"
+  std::string dtype;   // what run.dtype resolved to: float32 or bfloat16 (autocast)
+  int world_size = 1;
+  int dp = 1;
+  int tp = 1;
+};
+
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
@@ -104,6 +114,8 @@ class MetricsSink {
   virtual void record(const CompressionMetrics& metrics) = 0;
   // Not every sink keeps these (metrics.jsonl does not: they are per rank, and it is rank 0's).
   virtual void record(const RuntimeMetrics& /*metrics*/) {}
+  // metrics.jsonl keeps it, for readers that need the device or dtype (`mlagpt report`'s KV-cache bytes).
+  virtual void record(const RunStartMetrics& /*metrics*/) {}
 };
 
 class JsonlSink final : public MetricsSink {
@@ -111,6 +123,7 @@ class JsonlSink final : public MetricsSink {
   // Appends to `path` (a resumed run continues the same file); creates parent directories.
   explicit JsonlSink(const std::filesystem::path& path);
   using MetricsSink::record;
+  void record(const RunStartMetrics& metrics) override;
   void record(const StepMetrics& metrics) override;
   void record(const EvalMetrics& metrics) override;
   void record(const CheckpointMetrics& metrics) override;
@@ -196,6 +209,7 @@ class MetricsFanout final : public MetricsSink {
   void record(const CheckpointMetrics& metrics) override;
   void record(const CompressionMetrics& metrics) override;
   void record(const RuntimeMetrics& metrics) override;
+  void record(const RunStartMetrics& metrics) override;
 
  private:
   std::vector<std::unique_ptr<MetricsSink>> sinks_;

@@ -69,6 +69,7 @@ std::string run_label(const fs::path& dir) {
 
 // What the run kept its activations in: run.dtype, or what "auto" became (trainer.cpp: bfloat16 autocast on CUDA,
 // float32 on a CPU). With run.device "auto" as well, config.json does not say where the run was, and a GPU is assumed.
+// Only for metrics.jsonl files older than their "start" records, which say.
 std::pair<std::string, bool> run_dtype(const RunConfig& run) {
   if (run.dtype != "auto") {
     return {run.dtype, false};
@@ -356,6 +357,12 @@ RunMetrics read_run_metrics(const fs::path& file) {
         metrics.eval.pop_back();
       }
       metrics.eval.push_back(eval);
+    } else if (kind == "start") {
+      const json& dtype = field(record, "dtype", kind, where);
+      if (!dtype.is_string()) {
+        throw DataError(fmt::format("{}: start record's \"dtype\" is {}, not a string", where, dtype.dump()));
+      }
+      metrics.dtype = dtype.get<std::string>();
     }  // checkpoint and compression records count only for the last time
   }
   if (metrics.train.empty()) {
@@ -394,7 +401,9 @@ RunSummary summarize_run(const fs::path& run_dir) {
   run.config = train_config_from_json(config, config_file.string());
 
   run.parameters = model::count_parameters(run.config.model).total;
-  const auto [dtype, assumed] = run_dtype(run.config.run);
+  // The dtype the run says it resolved to; for files without start records, what config.json allows to infer.
+  const auto [dtype, assumed] =
+      run.metrics.dtype.empty() ? run_dtype(run.config.run) : std::pair<std::string, bool>(run.metrics.dtype, false);
   run.kv_dtype = dtype;
   run.kv_dtype_assumed = assumed;
   run.kv_cache_bytes_per_token =

@@ -59,6 +59,7 @@ struct RunMetrics {
   std::vector<TrainRecord> train;
   std::vector<EvalRecord> eval;
   double last_time = 0;  // of the file's last record of any kind
+  std::string dtype;     // of the last start record (what run.dtype resolved to); "" in files from before them
 };
 
 // Throws IoError naming the file when it is missing or a line is not JSON (with the line's number), DataError naming

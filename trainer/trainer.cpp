@@ -401,8 +401,7 @@ CompressionReport Trainer::compress(const CompressConfig& compress) {
   config_.model.low_rank = model_->config().low_rank;
   flops_per_token_ = model::training_flops_per_token(config_.model, config_.seq_len());
 
-  const std::string dtype =
-      config_.run.dtype == "auto" ? (device_.is_cuda() ? "bfloat16" : "float32") : config_.run.dtype;
+  const std::string dtype = resolved_dtype();
   monitoring::CompressionMetrics metrics{
       .step = state_.step,
       .mode = std::string(to_string(settings.mode)),
@@ -494,6 +493,12 @@ int Trainer::train(const std::string& resume) {
     return 0;
   }
   loader_->seek(state_.loader_position);
+  metrics_.record(monitoring::RunStartMetrics{.step = state_.step,
+                                              .device = device_.str(),
+                                              .dtype = resolved_dtype(),
+                                              .world_size = mesh_->world_size(),
+                                              .dp = mesh_->dp_size(),
+                                              .tp = mesh_->tp_size()});
   const int64_t tokens_per_step =
       config_.data.batch_size * config_.seq_len() * config_.optim.grad_accum * data_parallel_->size();
   int64_t last_eval = -1;
@@ -604,6 +609,10 @@ int Trainer::read_pending_steps() {
   pending_since_ = now;
   record_runtime_metrics();
   return signal;
+}
+
+std::string Trainer::resolved_dtype() const {
+  return config_.run.dtype == "auto" ? (device_.is_cuda() ? "bfloat16" : "float32") : config_.run.dtype;
 }
 
 void Trainer::record_runtime_metrics() {

@@ -96,6 +96,8 @@ class Trainer {
   // monitoring.targets_file. Collective over the mesh.
   void start_metrics_exporter();
   void record_runtime_metrics();
+  // run.dtype with "auto" resolved: bfloat16 (autocast) on CUDA, float32 on a CPU.
+  std::string resolved_dtype() const;
   void log_step(int64_t step, const StepResult& result, double seconds);
   void evaluate();
   SaveReport save_checkpoint();

@@ -28,13 +28,22 @@ TEST(JsonlSink, OneLinePerRecordAppendedAcrossRuns) {
     mlagpt::monitoring::JsonlSink sink(path);
     sink.record(StepMetrics{.step = 2, .loss = 4.25, .mfu = 0.4});
     sink.record(EvalMetrics{.step = 2, .loss = 4.0, .perplexity = 54.6});
+    sink.record(mlagpt::monitoring::RunStartMetrics{
+        .step = 2, .device = "cuda:1", .dtype = "bfloat16", .world_size = 8, .dp = 4, .tp = 2});
   }
   std::ifstream in(path);
   std::vector<nlohmann::json> lines;
   for (std::string line; std::getline(in, line);) {
     lines.push_back(nlohmann::json::parse(line));
   }
-  ASSERT_EQ(lines.size(), 3U);
+  ASSERT_EQ(lines.size(), 4U);
+  for (const auto& line : lines) {  // when it was written
+    EXPECT_GT(line.at("time").get<double>(), 1.7e9) << line;
+  }
+  EXPECT_EQ(lines[3]["kind"], "start");
+  EXPECT_EQ(lines[3]["dtype"], "bfloat16");
+  EXPECT_EQ(lines[3]["device"], "cuda:1");
+  EXPECT_EQ(lines[3]["tp"], 2);
   EXPECT_EQ(lines[0]["step"], 1);
   EXPECT_EQ(lines[0]["tokens"], 2048);
   EXPECT_FALSE(lines[0].contains("mfu"));

@@ -344,7 +344,13 @@ TEST_F(Report, AResumedRunKeepsTheLastRecordOfEachStep) {
         {"kind", "eval"}, {"time", time}, {"step", step}, {"val_loss", loss}, {"val_perplexity", std::exp(loss)}}
         .dump();
   };
+  // The start records say what the run's dtype resolved to (the last one counts): bfloat16, unlike the float32 of
+  // the CPU run whose config.json this is.
   std::ofstream(run / "metrics.jsonl")
+      << R"({"kind": "start", "time": 999.0, "step": 0, "device": "cpu", "dtype": "float32", "world_size": 1, "dp": 1, "tp": 1})"
+      << "\n"
+      << R"({"kind": "start", "time": 999.5, "step": 0, "device": "cuda:0", "dtype": "bfloat16", "world_size": 1, "dp": 1, "tp": 1})"
+      << "\n"
       << train(1, 1000.0, 5.0, 10) << "\n"
       << train(2, 1001.0, 4.5, 200) << "\n"
       << R"({"kind": "checkpoint_save", "time": 1001.5, "step": 2, "seconds": 0.1, "bytes": 1, "bytes_all_ranks": 1})"
@@ -366,6 +372,7 @@ TEST_F(Report, AResumedRunKeepsTheLastRecordOfEachStep) {
   const auto rows = table_rows(read_text(out / "report.md"));
   ASSERT_TRUE(rows.count("again")) << read_text(out / "report.md");
   const std::vector<std::string>& cells = rows.at("again");
+  EXPECT_NE(cells[3].find("(bfloat16)"), std::string::npos) << cells[3];
   EXPECT_EQ(cells[4], "5");
   EXPECT_EQ(cells[5], std::to_string(5 * tokens));
   EXPECT_EQ(cells[6], "4.2500");
@@ -407,7 +414,8 @@ TEST_F(Report, ABadMetricsLineIsNamedByFileAndLine) {
   EXPECT_FALSE(fs::exists(out));
 
   // A train record without its tokens: the field is named.
-  nlohmann::json incomplete = records.at(0);
+  ASSERT_EQ(records.at(0).at("kind"), "start");  // then the first step
+  nlohmann::json incomplete = records.at(1);
   ASSERT_EQ(incomplete.at("kind"), "train");
   incomplete.erase("tokens");
   std::ofstream(run / "metrics.jsonl") << incomplete.dump() << "\n";
