@@ -146,22 +146,33 @@ std::string eval_data(const RunSummary& run) {
 // The gnuplot script of both plots. gnuplot runs it in DIR; `output_suffix` (set by write_report, "" by default)
 // lets the PNGs be written to temporary names first.
 std::string plot_script(const std::vector<RunSummary>& runs) {
-  std::string loss_plots;
-  std::string speed_plots;
+  // Every run's training loss first, thin, then the validation losses over them, so that no train curve hides them.
+  std::vector<std::string> loss_plots;
+  std::vector<std::string> speed_plots;
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunSummary& run = runs[i];
     const size_t color = i + 1;  // gnuplot's line types 1, 2, ...: one color a run
-    const std::string separator = i + 1 < runs.size() ? ", \\\n" : "\n";
-    loss_plots += fmt::format("  {} using 2:3 with lines lw 1.5 lc {} title {}",
-                              gnuplot_string(train_data_file(run.label)), color, gnuplot_string(run.label + " train"));
-    if (!run.metrics.eval.empty()) {
-      loss_plots += fmt::format(", \\\n  {} using 2:3 with linespoints pt 7 ps 1.2 lw 1.5 dt 2 lc {} title {}",
-                                gnuplot_string(eval_data_file(run.label)), color, gnuplot_string(run.label + " val"));
-    }
-    loss_plots += separator;
-    speed_plots += fmt::format("  {} using 2:4 with lines lw 1.5 lc {} title {}{}",
-                               gnuplot_string(train_data_file(run.label)), color, gnuplot_string(run.label), separator);
+    loss_plots.push_back(fmt::format("  {} using 2:3 with lines lw 1 lc {} title {}",
+                                     gnuplot_string(train_data_file(run.label)), color,
+                                     gnuplot_string(run.label + " train")));
+    speed_plots.push_back(fmt::format("  {} using 2:4 with lines lw 1.5 lc {} title {}",
+                                      gnuplot_string(train_data_file(run.label)), color, gnuplot_string(run.label)));
   }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const RunSummary& run = runs[i];
+    if (!run.metrics.eval.empty()) {
+      loss_plots.push_back(fmt::format("  {} using 2:3 with linespoints pt 7 ps 1.6 lw 2.5 lc {} title {}",
+                                       gnuplot_string(eval_data_file(run.label)), i + 1,
+                                       gnuplot_string(run.label + " val")));
+    }
+  }
+  const auto join = [](const std::vector<std::string>& plots) {
+    std::string out;
+    for (size_t i = 0; i < plots.size(); ++i) {
+      out += plots[i] + (i + 1 < plots.size() ? ", \\\n" : "\n");
+    }
+    return out;
+  };
   return fmt::format(
       "# Written by `mlagpt report` (trainer/report.h): the plots of report.md from the .dat files next to it.\n"
       "# Render them again, after restyling, from this directory: gnuplot plots.gp\n"
@@ -187,7 +198,7 @@ std::string plot_script(const std::vector<RunSummary>& runs) {
       "set key outside right top box\n"
       "plot \\\n{}"
       "unset output\n",
-      kReportPlotWidth, kReportPlotHeight, loss_plots, speed_plots);
+      kReportPlotWidth, kReportPlotHeight, join(loss_plots), join(speed_plots));
 }
 
 std::string markdown(const std::vector<RunSummary>& runs) {
@@ -215,11 +226,13 @@ std::string markdown(const std::vector<RunSummary>& runs) {
       "- parameters: all of the model's parameters (`count_parameters` of `model/accounting.h`) for the model in "
       "`config.json`, which after a compression pass holds the low-rank factors (`model.low_rank`).\n"
       "- KV cache: the values every cached token occupies across all layers (`kv_cache_values_per_token`) times the "
-      "bytes per value of the run's dtype: `run.dtype`, where `auto` is float32 on a CPU and bfloat16 on a GPU.\n";
+      "bytes per value of the run's dtype: the one its `start` record names (what `run.dtype` resolved to: `auto` "
+      "is float32 on a CPU, bfloat16 on a GPU).\n";
   if (assumed) {
     out +=
-        "- assumed: `run.dtype` and `run.device` are both `auto`, so `config.json` does not say where the run was; "
-        "bfloat16 is counted, as on a GPU (on a CPU the run kept float32, twice the bytes).\n";
+        "- assumed: a `metrics.jsonl` from before its `start` records, with `run.dtype` and `run.device` both `auto`: "
+        "`config.json` does not say where the run was, and bfloat16 is counted, as on a GPU (on a CPU the run kept "
+        "float32, twice the bytes).\n";
   }
   out +=
       "- steps: optimizer steps with a train record; tokens: the sum of their `tokens` (every rank's).\n"
