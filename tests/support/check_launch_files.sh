@@ -250,7 +250,7 @@ if [ -n "$mlagpt" ]; then
       sleep 0.5
       kill -0 "$job" 2>/dev/null || break
       scraped=$("$py" - "$work/train.json" <<'PY' || true
-import json, sys, urllib.request
+import json, re, sys, urllib.request
 answered = []
 for g in json.load(open(sys.argv[1])):
     target, rank = g["targets"][0], g["labels"]["rank"]
@@ -258,7 +258,8 @@ for g in json.load(open(sys.argv[1])):
         body = urllib.request.urlopen(f"http://{target}/metrics", timeout=2).read().decode()
     except OSError:
         sys.exit(1)
-    if f'mlagpt_train_loss{{rank="{rank}"}}' not in body:
+    # Its own rank among the constant labels (job, rank, dp_rank, tp_rank) of every series.
+    if not re.search(rf'^mlagpt_train_loss{{[^}}]*\brank="{rank}"', body, re.M):
         sys.exit(1)
     answered.append(f"{target} (rank {rank})")
 print(", ".join(answered))
