@@ -12,10 +12,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-int64_t bytes_of(const at::Tensor& tensor) {
-  return tensor.defined() ? static_cast<int64_t>(tensor.nbytes()) : 0;
-}
-
 // Adds the time its caller spends in wait() to the meter.
 class MeteredWork final : public Work {
  public:
@@ -37,17 +33,6 @@ class MeteredWork final : public Work {
 };
 
 }  // namespace
-
-const char* to_string(CollectiveKind kind) {
-  switch (kind) {
-    case CollectiveKind::kAllReduce: return "all_reduce";
-    case CollectiveKind::kBroadcast: return "broadcast";
-    case CollectiveKind::kAllGather: return "all_gather";
-    case CollectiveKind::kReduceScatter: return "reduce_scatter";
-    case CollectiveKind::kBarrier: return "barrier";
-  }
-  return "unknown";
-}
 
 CollectiveTotals& CollectiveMeter::at(const std::string& group, CollectiveKind kind) {
   for (Group& g : groups_) {
@@ -94,7 +79,7 @@ double CollectiveMeter::total_seconds() const {
 }
 
 MeteredCommunicator::MeteredCommunicator(std::unique_ptr<Communicator> inner, std::string group, CollectiveMeter& meter)
-    : inner_(std::move(inner)), group_(std::move(group)), meter_(meter) {}
+    : CommunicatorDecorator(std::move(inner)), group_(std::move(group)), meter_(meter) {}
 
 void MeteredCommunicator::blocking(CollectiveKind kind, int64_t bytes, const std::function<void()>& call) {
   const Clock::time_point start = Clock::now();
@@ -108,40 +93,6 @@ std::unique_ptr<Work> MeteredCommunicator::async(CollectiveKind kind, int64_t by
   std::unique_ptr<Work> work = call();
   meter_.add(group_, kind, bytes, seconds_since(start));  // starting it: MPI's first progress, NCCL's enqueue
   return std::make_unique<MeteredWork>(std::move(work), group_, kind, meter_);
-}
-
-void MeteredCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
-  blocking(CollectiveKind::kAllReduce, bytes_of(tensor), [&] { inner_->all_reduce(tensor, op); });
-}
-
-void MeteredCommunicator::broadcast(at::Tensor& tensor, int root) {
-  blocking(CollectiveKind::kBroadcast, bytes_of(tensor), [&] { inner_->broadcast(tensor, root); });
-}
-
-void MeteredCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
-  blocking(CollectiveKind::kAllGather, bytes_of(output), [&] { inner_->all_gather(input, output); });
-}
-
-void MeteredCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
-  blocking(CollectiveKind::kReduceScatter, bytes_of(input), [&] { inner_->reduce_scatter(input, output, op); });
-}
-
-void MeteredCommunicator::barrier() {
-  blocking(CollectiveKind::kBarrier, 0, [&] { inner_->barrier(); });
-}
-
-std::unique_ptr<Work> MeteredCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
-  return async(CollectiveKind::kAllReduce, bytes_of(tensor), [&] { return inner_->all_reduce_async(tensor, op); });
-}
-
-std::unique_ptr<Work> MeteredCommunicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output,
-                                                                ReduceOp op) {
-  return async(CollectiveKind::kReduceScatter, bytes_of(input),
-               [&] { return inner_->reduce_scatter_async(input, output, op); });
-}
-
-std::unique_ptr<Work> MeteredCommunicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
-  return async(CollectiveKind::kAllGather, bytes_of(output), [&] { return inner_->all_gather_async(input, output); });
 }
 
 }  // namespace mlagpt::launch

@@ -21,14 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "launch/communicator.h"
+#include "launch/communicator_decorator.h"
 
 namespace mlagpt::launch {
-
-enum class CollectiveKind { kAllReduce, kBroadcast, kAllGather, kReduceScatter, kBarrier };
-inline constexpr int kCollectiveKinds = 5;
-// "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier".
-const char* to_string(CollectiveKind kind);
 
 struct CollectiveTotals {
   int64_t count = 0;
@@ -61,33 +56,15 @@ class CollectiveMeter {
   std::vector<Group> groups_;
 };
 
-class MeteredCommunicator final : public Communicator {
+class MeteredCommunicator final : public CommunicatorDecorator {
  public:
   MeteredCommunicator(std::unique_ptr<Communicator> inner, std::string group, CollectiveMeter& meter);
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  std::string backend() const override { return inner_->backend(); }
-
-  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
-  void broadcast(at::Tensor& tensor, int root) override;
-  void all_gather(const at::Tensor& input, at::Tensor& output) override;
-  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
-  void barrier() override;
-
-  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
-  std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
-  std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
-
-  std::function<bool()> last_collective_done() const override { return inner_->last_collective_done(); }
-  std::string async_error() const override { return inner_->async_error(); }
-  void abort() override { inner_->abort(); }
-
  private:
-  void blocking(CollectiveKind kind, int64_t bytes, const std::function<void()>& call);
-  std::unique_ptr<Work> async(CollectiveKind kind, int64_t bytes, const std::function<std::unique_ptr<Work>()>& call);
+  void blocking(CollectiveKind kind, int64_t bytes, const std::function<void()>& call) override;
+  std::unique_ptr<Work> async(CollectiveKind kind, int64_t bytes,
+                              const std::function<std::unique_ptr<Work>()>& call) override;
 
-  std::unique_ptr<Communicator> inner_;
   std::string group_;
   CollectiveMeter& meter_;
 };

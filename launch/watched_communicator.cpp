@@ -37,24 +37,20 @@ class WatchedWork final : public Work {
   uint64_t ticket_;
 };
 
-int64_t bytes_of(const at::Tensor& tensor) {
-  return tensor.defined() ? static_cast<int64_t>(tensor.nbytes()) : 0;
-}
-
 }  // namespace
 
 WatchedCommunicator::WatchedCommunicator(std::unique_ptr<Communicator> inner, std::string group,
                                          CollectiveWatchdog& watchdog)
-    : inner_(std::move(inner)), group_(std::move(group)), watchdog_(watchdog) {
-  watchdog_.watch(inner_.get(), group_);
+    : CommunicatorDecorator(std::move(inner)), group_(std::move(group)), watchdog_(watchdog) {
+  watchdog_.watch(&this->inner(), group_);
 }
 
 WatchedCommunicator::~WatchedCommunicator() {
-  watchdog_.unwatch(inner_.get());
+  watchdog_.unwatch(&inner());
 }
 
 bool WatchedCommunicator::attach_device_probe(uint64_t ticket) {
-  std::function<bool()> done = inner_->last_collective_done();
+  std::function<bool()> done = inner().last_collective_done();
   if (!done) {
     return false;
   }
@@ -62,8 +58,8 @@ bool WatchedCommunicator::attach_device_probe(uint64_t ticket) {
   return true;
 }
 
-void WatchedCommunicator::blocking(const char* op, int64_t bytes, const std::function<void()>& call) {
-  const uint64_t ticket = watchdog_.issued(group_, inner_->size(), ++seq_, op, bytes);
+void WatchedCommunicator::blocking(CollectiveKind kind, int64_t bytes, const std::function<void()>& call) {
+  const uint64_t ticket = watchdog_.issued(group_, size(), ++seq_, to_string(kind), bytes);
   try {
     call();
   } catch (...) {
@@ -75,9 +71,9 @@ void WatchedCommunicator::blocking(const char* op, int64_t bytes, const std::fun
   }
 }
 
-std::unique_ptr<Work> WatchedCommunicator::async(const char* op, int64_t bytes,
+std::unique_ptr<Work> WatchedCommunicator::async(CollectiveKind kind, int64_t bytes,
                                                  const std::function<std::unique_ptr<Work>()>& call) {
-  const uint64_t ticket = watchdog_.issued(group_, inner_->size(), ++seq_, op, bytes);
+  const uint64_t ticket = watchdog_.issued(group_, size(), ++seq_, to_string(kind, /*async=*/true), bytes);
   std::unique_ptr<Work> work;
   try {
     work = call();
@@ -89,40 +85,6 @@ std::unique_ptr<Work> WatchedCommunicator::async(const char* op, int64_t bytes,
     return work;
   }
   return std::make_unique<WatchedWork>(std::move(work), watchdog_, ticket);
-}
-
-void WatchedCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
-  blocking("all_reduce", bytes_of(tensor), [&] { inner_->all_reduce(tensor, op); });
-}
-
-void WatchedCommunicator::broadcast(at::Tensor& tensor, int root) {
-  blocking("broadcast", bytes_of(tensor), [&] { inner_->broadcast(tensor, root); });
-}
-
-void WatchedCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
-  blocking("all_gather", bytes_of(output), [&] { inner_->all_gather(input, output); });
-}
-
-void WatchedCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
-  blocking("reduce_scatter", bytes_of(input), [&] { inner_->reduce_scatter(input, output, op); });
-}
-
-void WatchedCommunicator::barrier() {
-  blocking("barrier", 0, [&] { inner_->barrier(); });
-}
-
-std::unique_ptr<Work> WatchedCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
-  return async("all_reduce_async", bytes_of(tensor), [&] { return inner_->all_reduce_async(tensor, op); });
-}
-
-std::unique_ptr<Work> WatchedCommunicator::reduce_scatter_async(const at::Tensor& input, at::Tensor& output,
-                                                                ReduceOp op) {
-  return async("reduce_scatter_async", bytes_of(input),
-               [&] { return inner_->reduce_scatter_async(input, output, op); });
-}
-
-std::unique_ptr<Work> WatchedCommunicator::all_gather_async(const at::Tensor& input, at::Tensor& output) {
-  return async("all_gather_async", bytes_of(output), [&] { return inner_->all_gather_async(input, output); });
 }
 
 }  // namespace mlagpt::launch

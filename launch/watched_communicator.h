@@ -14,47 +14,30 @@
 #include <memory>
 #include <string>
 
-#include "launch/communicator.h"
+#include "launch/communicator_decorator.h"
 #include "launch/watchdog.h"
 
 namespace mlagpt::launch {
 
-class WatchedCommunicator final : public Communicator {
+class WatchedCommunicator final : public CommunicatorDecorator {
  public:
   // `group` names the group in reports ("dp", "tp"). `watchdog` must outlive this object.
   WatchedCommunicator(std::unique_ptr<Communicator> inner, std::string group, CollectiveWatchdog& watchdog);
   ~WatchedCommunicator() override;
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  std::string backend() const override { return inner_->backend(); }
-
-  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
-  void broadcast(at::Tensor& tensor, int root) override;
-  void all_gather(const at::Tensor& input, at::Tensor& output) override;
-  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
-  void barrier() override;
-
-  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
-  std::unique_ptr<Work> reduce_scatter_async(const at::Tensor& input, at::Tensor& output, ReduceOp op) override;
-  std::unique_ptr<Work> all_gather_async(const at::Tensor& input, at::Tensor& output) override;
-
-  std::function<bool()> last_collective_done() const override { return inner_->last_collective_done(); }
-  std::string async_error() const override { return inner_->async_error(); }
-  void abort() override { inner_->abort(); }
-
   // The sequence number the next collective will get (from 1).
   uint64_t next_seq() const { return seq_ + 1; }
 
  private:
-  // Record a collective, run `call` (which issues it on inner_), and complete the record or hand it its probe.
-  void blocking(const char* op, int64_t bytes, const std::function<void()>& call);
-  std::unique_ptr<Work> async(const char* op, int64_t bytes, const std::function<std::unique_ptr<Work>()>& call);
+  // Record a collective (async ones as "all_reduce_async" and so on), run `call` (which issues it on the wrapped
+  // communicator), and complete the record or hand it its probe.
+  void blocking(CollectiveKind kind, int64_t bytes, const std::function<void()>& call) override;
+  std::unique_ptr<Work> async(CollectiveKind kind, int64_t bytes,
+                              const std::function<std::unique_ptr<Work>()>& call) override;
   // After the call that issued `ticket`'s collective returned: gives the record the wrapped communicator's device
   // probe for it, if it has one (NCCL). Returns whether it did; otherwise the caller completes the record.
   bool attach_device_probe(uint64_t ticket);
 
-  std::unique_ptr<Communicator> inner_;
   std::string group_;
   CollectiveWatchdog& watchdog_;
   uint64_t seq_ = 0;
