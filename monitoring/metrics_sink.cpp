@@ -236,8 +236,7 @@ prometheus::Gauge& PrometheusSink::event_gauge(prometheus::Gauge*& gauge, const 
 void PrometheusSink::record(const CompressionMetrics& m) {
   event_gauge(compression_seconds_, "mlagpt_compression_seconds", "Wall time of the last compression pass on this rank")
       .Set(m.seconds);
-  model_parameters_->Set(static_cast<double>(m.model_parameters_after));
-  compression_passes_->Increment();
+  compression_passes_->Increment();  // mlagpt_model_parameters follows with the next RuntimeMetrics
   // One series per compressed layer (a bounded label: the model's projections), never per step.
   for (const CompressedLayer& layer : m.layers) {
     const std::map<std::string, std::string> labels{{"layer", layer.layer}};

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/hash.h>
@@ -13,6 +14,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -85,11 +87,9 @@ std::vector<RankTarget> gather_targets(const RankTarget& own, const launch::Proc
   if (static_cast<int64_t>(line.size()) >= kWidth) {
     throw ConfigError(fmt::format("metrics: the scrape target '{}' of host {} is too long", own.target, own.node));
   }
-  at::Tensor mine = at::zeros({kWidth}, at::TensorOptions().dtype(at::kLong));
-  for (size_t i = 0; i < line.size(); ++i) {
-    mine[static_cast<int64_t>(i)] = static_cast<int64_t>(static_cast<unsigned char>(line[i]));
-  }
-  mine = mine.to(device);
+  std::vector<int64_t> own_codes(kWidth, 0);  // int64: a dtype every backend reduces and gathers
+  std::transform(line.begin(), line.end(), own_codes.begin(), [](char c) { return static_cast<unsigned char>(c); });
+  const at::Tensor mine = at::tensor(own_codes, at::TensorOptions().dtype(at::kLong)).to(device);
   at::Tensor group = at::zeros({mesh.tp_size() * kWidth}, mine.options());
   mesh.tp().all_gather(mine, group);
   at::Tensor world = at::zeros({mesh.world_size() * kWidth}, mine.options());
@@ -607,7 +607,9 @@ int Trainer::read_pending_steps() {
   }
   pending_.clear();
   pending_since_ = now;
-  record_runtime_metrics();
+  if (exporter_) {  // only Prometheus keeps them (metrics.jsonl is rank 0's)
+    record_runtime_metrics();
+  }
   return signal;
 }
 
@@ -646,6 +648,7 @@ void Trainer::start_metrics_exporter() {
                                                                                         .tp_rank = mesh_->tp_rank(),
                                                                                         .device = device_.str(),
                                                                                         .build = build_labels()}));
+  record_runtime_metrics();  // memory and parameters are known now: no 0 before the first step is read
 
   // Where Prometheus finds this rank: the address it bound, or this node's name when it serves every interface.
   const std::string target =

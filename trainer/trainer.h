@@ -95,7 +95,7 @@ class Trainer {
   // Serves this rank's metrics (monitoring.metrics_address); rank 0 writes every rank's scrape target to
   // monitoring.targets_file. Collective over the mesh.
   void start_metrics_exporter();
-  void record_runtime_metrics();
+  void record_runtime_metrics();  // collectives, data wait, memory, parameters: for Prometheus only
   // run.dtype with "auto" resolved: bfloat16 (autocast) on CUDA, float32 on a CPU.
   std::string resolved_dtype() const;
   void log_step(int64_t step, const StepResult& result, double seconds);
