@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 namespace mlagpt::testing {
 
@@ -54,6 +56,16 @@ std::string run_command(const std::string& command, int* status) {
     *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   }
   return output;
+}
+
+CommandOutput run_capturing(const std::string& command, const std::filesystem::path& err_file) {
+  CommandOutput result;
+  result.out = run_command(command + " 2>" + err_file.string(), &result.status);
+  std::ifstream in(err_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  result.err = text.str();
+  return result;
 }
 
 }  // namespace mlagpt::testing

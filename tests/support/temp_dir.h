@@ -38,4 +38,14 @@ std::string http_get(uint16_t port, const std::string& path, const std::string& 
 // Runs a shell command and returns its standard output (and its exit status through `status`).
 std::string run_command(const std::string& command, int* status = nullptr);
 
+// What a command printed and how it ended.
+struct CommandOutput {
+  int status = -1;  // exit status; -1 when it did not exit normally
+  std::string out;  // standard output
+  std::string err;  // standard error (the logs)
+};
+
+// Runs a shell command with its standard error sent to `err_file`, which is read back into the result.
+CommandOutput run_capturing(const std::string& command, const std::filesystem::path& err_file);
+
 }  // namespace mlagpt::testing

@@ -23,11 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Command {
-  int status = -1;
-  std::string out;  // standard output
-  std::string err;  // standard error (the logs)
-};
+using Command = mlagpt::testing::CommandOutput;
 
 struct EvalLine {
   double loss = 0;
@@ -75,15 +71,7 @@ class EvalSample : public testing::Test {
 
   // Runs `mlagpt ARGS`, its standard error to a file.
   static Command mlagpt(const std::string& args) {
-    const fs::path err = *dir_ / "stderr.txt";
-    Command result;
-    result.out =
-        mlagpt::testing::run_command(fmt::format("{} {} 2>{}", MLAGPT_EXECUTABLE, args, err.string()), &result.status);
-    std::ifstream in(err);
-    std::stringstream text;
-    text << in.rdbuf();
-    result.err = text.str();
-    return result;
+    return mlagpt::testing::run_capturing(fmt::format("{} {}", MLAGPT_EXECUTABLE, args), *dir_ / "stderr.txt");
   }
 
   static fs::path checkpoint(int64_t step) { return *dir_ / "run" / "checkpoints" / fmt::format("step_{:08d}", step); }

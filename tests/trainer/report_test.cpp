@@ -30,11 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Command {
-  int status = -1;
-  std::string out;  // standard output
-  std::string err;  // standard error (the logs)
-};
+using Command = mlagpt::testing::CommandOutput;
 
 // What the test works out from a metrics.jsonl without duplicate steps, in the definitions of report.md's notes.
 struct Expected {
@@ -205,12 +201,7 @@ class Report : public testing::Test {
 
   // Runs `mlagpt ARGS` with `env` before it (VAR=value ...), its standard error to a file.
   static Command mlagpt(const std::string& args, const std::string& env = "env -u MLAGPT_GNUPLOT") {
-    const fs::path err = *dir_ / "stderr.txt";
-    Command result;
-    result.out = mlagpt::testing::run_command(fmt::format("{} {} {} 2>{}", env, MLAGPT_EXECUTABLE, args, err.string()),
-                                              &result.status);
-    result.err = read_text(err);
-    return result;
+    return mlagpt::testing::run_capturing(fmt::format("{} {} {}", env, MLAGPT_EXECUTABLE, args), *dir_ / "stderr.txt");
   }
 
   static constexpr int64_t kSteps = 12;
