@@ -20,6 +20,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "model/model_config.h"
 #include "model/norm.h"
 #include "model/projection.h"
+#include "model/rope.h"
 #include "model/tensor_parallel.h"
 
 namespace mlagpt::model {
@@ -59,6 +61,7 @@ class Attention : public torch::nn::Module {
   const TensorParallel& group_;
   const int64_t heads_;  // query heads on this rank: H / tp
   std::map<std::string, ParameterSplit, std::less<>> splits_;
+  std::optional<RotaryTable> rope_;  // positions = rope (and, for MLA, Dr > 0)
 
  private:
   std::map<std::string, std::shared_ptr<Projection>, std::less<>> projections_;
@@ -90,14 +93,15 @@ class LatentAttention final : public Attention {
                                          const at::TensorOptions& options) const override;
 
  private:
-  // Attention over the full (expanded) keys and values: training, prefill, and naive decoding.
-  at::Tensor attend_expanded(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor& latent,
-                             const at::Tensor& rope_key);
-  // Attention over the latent with the up-projections folded in: absorbed decoding.
-  at::Tensor attend_absorbed(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor& latent,
-                             const at::Tensor& rope_key);
+  // Attention over the full (expanded) keys and values: training, prefill, and naive decoding. q: the queries
+  // [B, T, H, Dn + Dr] (nope, then the rotated rope part).
+  at::Tensor attend_expanded(const at::Tensor& q, const at::Tensor& latent, const at::Tensor& rope_key);
+  // Attention over the cached latent with the up-projections folded in: absorbed decoding. keys: the cache's
+  // [B, S, Dc + Dr] rows (latent, rope key).
+  at::Tensor attend_absorbed(const at::Tensor& q, const at::Tensor& keys);
   std::shared_ptr<Norm> q_norm_;
   std::shared_ptr<Norm> kv_norm_;
+  std::optional<RotaryTable> query_rope_;  // [nope | rope] queries, the nope part unrotated (Dn even)
 };
 
 std::shared_ptr<Attention> make_attention(const ModelConfig& config, const TensorParallel& group);

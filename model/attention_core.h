@@ -4,7 +4,9 @@
 // Queries are the last T of the S key positions (T = S in training and prefill, T = 1 when decoding with a cache),
 // so query i may attend to keys 0 .. S - T + i. Key/value heads are shared by groups of H / Hkv query heads
 // (query head h reads kv head h / (H / Hkv)): Hkv = H is MHA, 1 is MQA (and MLA's absorbed decoding, whose single
-// "head" is the latent).
+// "head" is the latent). They reach SDPA at Hkv heads (enable_gqa), never copied to H. On a CPU, training and
+// prefill with values narrower than the keys (MLA: Dv < Dn + Dr) pad the values with zero columns to the key width,
+// which the fused kernel needs, and drop those columns of the output.
 #pragma once
 
 #include <ATen/core/Tensor.h>

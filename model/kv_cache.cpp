@@ -19,15 +19,16 @@ int64_t StandardLayerCache::bytes() const {
 
 LatentLayerCache::LatentLayerCache(int64_t batch, int64_t max_len, int64_t latent_dim, int64_t rope_dim,
                                    const at::TensorOptions& o)
-    : latent_(at::zeros({batch, max_len, latent_dim}, o)), rope_key_(at::zeros({batch, max_len, rope_dim}, o)) {}
+    : keys_(at::zeros({batch, max_len, latent_dim + rope_dim}, o)), latent_dim_(latent_dim) {}
 
 void LatentLayerCache::write(int64_t start, const at::Tensor& latent, const at::Tensor& rope_key) {
-  latent_.narrow(1, start, latent.size(1)).copy_(latent);
-  rope_key_.narrow(1, start, rope_key.size(1)).copy_(rope_key);
+  const at::Tensor rows = keys_.narrow(1, start, latent.size(1));
+  rows.narrow(-1, 0, latent_dim_).copy_(latent);
+  rows.narrow(-1, latent_dim_, keys_.size(-1) - latent_dim_).copy_(rope_key);
 }
 
 int64_t LatentLayerCache::bytes() const {
-  return static_cast<int64_t>(latent_.nbytes() + rope_key_.nbytes());
+  return static_cast<int64_t>(keys_.nbytes());
 }
 
 int64_t KvCache::bytes() const {

@@ -3,8 +3,10 @@
 //
 // StandardLayerCache (MHA/GQA/MQA) keeps K and V at n_kv_head heads: [B, S_max, Hkv, Dh] each, 2 Hkv Dh values per
 // token. LatentLayerCache (MLA) keeps only the normalized KV latent [B, S_max, Dc] and the roped shared key
-// [B, S_max, Dr]: Dc + Dr values per token, which is MLA's point. Storage is allocated once at S_max; writes go to
-// positions [start, start + T) and reads return views of [0, end).
+// [B, S_max, Dr]: Dc + Dr values per token, which is MLA's point. It stores them side by side in one
+// [B, S_max, Dc + Dr] buffer, so absorbed decoding reads its keys [latent | rope key] in place, with no copy per
+// step. Storage is allocated once at S_max; writes go to positions [start, start + T) and reads return views of
+// [0, end).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,13 +46,16 @@ class LatentLayerCache final : public LayerCache {
   LatentLayerCache(int64_t batch, int64_t max_len, int64_t latent_dim, int64_t rope_dim, const at::TensorOptions& o);
   // latent: [B, T, Dc] (after kv_norm), rope_key: [B, T, Dr] (after RoPE), written at [start, start + T).
   void write(int64_t start, const at::Tensor& latent, const at::Tensor& rope_key);
-  at::Tensor latent(int64_t end) const { return latent_.narrow(1, 0, end); }      // [B, end, Dc]
-  at::Tensor rope_key(int64_t end) const { return rope_key_.narrow(1, 0, end); }  // [B, end, Dr]
+  at::Tensor latent(int64_t end) const { return keys(end).narrow(-1, 0, latent_dim_); }  // [B, end, Dc]
+  at::Tensor rope_key(int64_t end) const {                                               // [B, end, Dr]
+    return keys(end).narrow(-1, latent_dim_, keys_.size(-1) - latent_dim_);
+  }
+  at::Tensor keys(int64_t end) const { return keys_.narrow(1, 0, end); }  // [B, end, Dc + Dr]: latent, rope key
   int64_t bytes() const override;
 
  private:
-  at::Tensor latent_;
-  at::Tensor rope_key_;
+  at::Tensor keys_;
+  int64_t latent_dim_;
 };
 
 class KvCache {

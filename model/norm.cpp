@@ -3,8 +3,10 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/ones.h>
-#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/rms_norm.h>
 #include <ATen/ops/zeros.h>
+
+#include "model/rms_norm_cpu.h"
 
 namespace mlagpt::model {
 
@@ -14,9 +16,12 @@ RmsNorm::RmsNorm(int64_t dim, double eps) : eps_(eps) {
 
 at::Tensor RmsNorm::forward(const at::Tensor& x) {
   const at::ScalarType compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor wide = x.to(compute);
-  const at::Tensor normed = wide * at::rsqrt(wide.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return (normed * weight_.to(compute)).to(x.scalar_type());
+  const at::Tensor wide = x.to(compute);  // no-ops for a float32 x and weight
+  const at::Tensor weight = weight_.to(compute);
+  if (rms_norm_cpu_supports(wide, weight)) {
+    return rms_norm_cpu(wide, weight, eps_).to(x.scalar_type());
+  }
+  return at::rms_norm(wide, {weight.size(0)}, weight, eps_).to(x.scalar_type());
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps, bool bias) : eps_(eps), dim_(dim) {

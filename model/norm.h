@@ -1,7 +1,8 @@
 // The two normalizations of the model, as modules with the parameter names the checkpoints and the PyTorch
 // reference use: RmsNorm (`weight`) and LayerNorm (`weight`, and `bias` when the model has biases).
 // RmsNorm computes in at least float32 (x * rsqrt(mean(x^2) + eps) * weight) and returns the input's dtype, so
-// bfloat16 activations keep a float32 statistic.
+// bfloat16 activations keep a float32 statistic: on a CPU in one fused pass each way (rms_norm_cpu.h), elsewhere
+// through at::rms_norm (LibTorch's fused kernel where it has one).
 #pragma once
 
 #include <ATen/core/Tensor.h>

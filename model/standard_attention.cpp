@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "model/attention.h"
-#include "model/rope.h"
 
 namespace mlagpt::model {
 
@@ -24,6 +23,9 @@ StandardAttention::StandardAttention(const ModelConfig& config, const TensorPara
   add_projection("v_proj", d, kv_heads_projected_ * Dh, kv_layout);
   add_projection("o_proj", heads_ * Dh, d, TpLayout::kRow);
   kv_heads_ = kv_heads_projected_;
+  if (config.uses_rope()) {
+    rope_.emplace(Dh, config.block_size, config.rope_theta);
+  }
   if (!split_kv_) {
     // Query head h reads KV head h / g (g = H / Hkv). This rank's heads h0 .. h0 + heads_ - 1 read one KV head
     // when g is a multiple of heads_ (MQA always), and otherwise an uneven run of them, gathered per query head.
@@ -61,8 +63,8 @@ at::Tensor StandardAttention::forward(const at::Tensor& input, int64_t start_pos
   at::Tensor k = local_kv_heads(projection("k_proj")->forward(x).view({B, T, Hkv, Dh}));  // [B, T, Hk, Dh]
   at::Tensor v = local_kv_heads(projection("v_proj")->forward(x).view({B, T, Hkv, Dh}));  // [B, T, Hk, Dh]
   if (config_.uses_rope()) {
-    q = rope_apply_interleaved(q, start_pos, config_.rope_theta);
-    k = rope_apply_interleaved(k, start_pos, config_.rope_theta);
+    q = rope_->apply(q, start_pos);
+    k = rope_->apply(k, start_pos);
   }
   if (cache != nullptr) {
     auto& layer = static_cast<StandardLayerCache&>(*cache);

@@ -2,10 +2,12 @@
 // LowRankLinear standing in for a dense projection, and configuration errors.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/linalg_svd.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -113,6 +115,63 @@ TEST(Rope, InterleavedPairsMatchComplexRotation) {
     }
   }
   EXPECT_LT(worst, 1e-12);
+}
+
+// The cached table against the plain rotation: within one rounding for float32 and float64 (complex multiply),
+// bitwise for bfloat16 (the same real arithmetic), for a contiguous x, MLA's shared key, and a strided slice of a
+// wider tensor (MLA's q_rope, the last Dr of each head's Dn + Dr) at odd and even offsets.
+TEST(Rope, CachedTableIsThePlainRotation) {
+  at::manual_seed(7);
+  const double theta = 700.0;
+  const mlagpt::model::RotaryTable table(6, 23, theta);
+  for (const at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {
+    const double tolerance = dtype == at::kFloat ? 1e-6 : dtype == at::kDouble ? 1e-14 : 0.0;
+    for (const int64_t start : {0L, 4L, 17L}) {
+      const int64_t T = 23 - start;
+      const at::Tensor x = at::randn({3, T, 2, 6}).to(dtype);    // [B, T, H, D], the last T positions
+      const at::Tensor shared = at::randn({2, T, 6}).to(dtype);  // [B, T, D]: MLA's shared rope key
+      const at::Tensor even_slice = at::randn({2, T, 3, 10}).to(dtype).narrow(-1, 4, 6);  // [B, T, H, Dn = 4 + Dr]
+      const at::Tensor odd_slice = at::randn({2, T, 3, 9}).to(dtype).narrow(-1, 3, 6);    // odd offset and strides
+      for (const at::Tensor& input : {x, shared, even_slice, odd_slice}) {
+        const at::Tensor expected = mlagpt::model::rope_apply_interleaved(input, start, theta);
+        const at::Tensor got = table.apply(input, start);
+        ASSERT_EQ(got.sizes(), expected.sizes());
+        if (tolerance == 0.0) {
+          EXPECT_TRUE(at::equal(got, expected)) << dtype << " start " << start;
+        } else {
+          EXPECT_LE((got - expected).abs().max().item<double>(), tolerance) << dtype << " start " << start;
+        }
+      }
+    }
+  }
+  EXPECT_THROW(table.apply(at::randn({1, 5, 6}), 19), mlagpt::Error);  // positions 19..23 > 23
+  EXPECT_THROW(table.apply(at::randn({1, 5, 8}), 0), mlagpt::Error);   // another width
+}
+
+// MLA's query table: the first 10 values of each head pass through bitwise, the last 6 are the 6-wide rotation.
+TEST(Rope, UnrotatedPrefixPassesThrough) {
+  at::manual_seed(8);
+  const mlagpt::model::RotaryTable table(6, 23, 700.0, /*unrotated=*/10);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor x = at::randn({2, 19, 3, 16}).to(dtype);  // [B, T, H, Dn + Dr]
+    const at::Tensor got = table.apply(x, 4);
+    EXPECT_TRUE(at::equal(got.narrow(-1, 0, 10), x.narrow(-1, 0, 10))) << dtype;
+    const at::Tensor rotated = mlagpt::model::rope_apply_interleaved(x.narrow(-1, 10, 6), 4, 700.0);
+    EXPECT_LE((got.narrow(-1, 10, 6) - rotated).abs().max().item<double>(), 1e-6) << dtype;
+  }
+  EXPECT_THROW(mlagpt::model::RotaryTable(6, 23, 700.0, 5), mlagpt::Error);  // pairs need an even prefix
+}
+
+TEST(Rope, TableFirstBuiltWhileSamplingServesTraining) {
+  const mlagpt::model::RotaryTable table(4, 9, 10000.0);
+  {
+    const c10::InferenceMode sampling;
+    (void)table.apply(at::randn({1, 1, 4}), 8);
+  }
+  const at::Tensor x = at::randn({2, 9, 4}).requires_grad_(true);
+  table.apply(x, 0).square().sum().backward();  // an inference-mode table could not be saved for backward
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
 }
 
 TEST(LowRankLinear, StandsInForADenseProjection) {

@@ -3,6 +3,7 @@
 // cache holds") says they hold. float32 on the CPU; tolerance 1e-4 relative (the issue's bound). The errors reached
 // are printed.
 #include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/randint.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
@@ -96,4 +97,25 @@ TEST(KvCache, RefusesMoreThanItHolds) {
   model.forward(at::randint(0, 61, {1, 3}, at::kLong), &cache);
   EXPECT_THROW(model.forward(at::randint(0, 61, {1, 2}, at::kLong), &cache), mlagpt::Error);
   EXPECT_THROW(model.make_cache(1, 25, at::TensorOptions()), mlagpt::Error);  // block_size is 24
+}
+
+// MLA in absorbed mode prefills naively (absorbed attention costs more over a whole prompt; latent_attention.cpp
+// compares the two costs) and decodes absorbed: its prefill logits are bitwise those of a naive cache, and a
+// single-token step then differs from the naive step by round-off only (the absorbed arithmetic differs).
+TEST(KvCache, AbsorbedModePrefillsNaivelyAndDecodesAbsorbed) {
+  at::manual_seed(12);
+  const auto config = tiny_config(AttentionKind::kMla);  // 2 Dc > Dn + Dv: absorbed attention is the wider
+  Gpt model(config);
+  mlagpt::testing::sharpen(model, 5.0);
+  const c10::NoGradGuard no_grad;
+  const at::Tensor prompt = at::randint(0, config.vocab_size, {2, 11}, at::kLong);
+  const at::Tensor next = at::randint(0, config.vocab_size, {2, 1}, at::kLong);
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  auto naive = model.make_cache(2, 12, options, MlaDecodeMode::kNaive);
+  auto absorbed = model.make_cache(2, 12, options, MlaDecodeMode::kAbsorbed);
+  EXPECT_TRUE(at::equal(model.forward(prompt, &absorbed), model.forward(prompt, &naive)));
+  const at::Tensor step_naive = model.forward(next, &naive);
+  const at::Tensor step_absorbed = model.forward(next, &absorbed);
+  EXPECT_FALSE(at::equal(step_absorbed, step_naive));
+  EXPECT_LT(relative_error(step_absorbed, step_naive), 1e-5);
 }
