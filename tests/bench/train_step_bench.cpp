@@ -6,7 +6,6 @@
 //
 //   train_step_bench --fixture FILE [--threads N] [--device cpu|cuda] [--dtype float32|bfloat16]
 #include <ATen/Parallel.h>
-#include <c10/core/GradMode.h>
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -20,6 +19,7 @@
 #include "launch/error.h"
 #include "launch/host_memory.h"
 #include "support/model_fixtures.h"
+#include "support/train_fixture.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
@@ -27,43 +27,18 @@ namespace {
 
 using mlagpt::data::h5::File;
 
-mlagpt::trainer::TrainConfig config_of(const File& file, const std::string& device, const std::string& dtype) {
-  const auto optim = nlohmann::json::parse(file.string_attribute("optim"));
-  mlagpt::trainer::TrainConfig config;
-  config.model =
-      mlagpt::model::model_config_from_json(nlohmann::json::parse(file.string_attribute("config")), file.path());
-  config.optim.lr = optim.at("lr");
-  config.optim.weight_decay = optim.at("weight_decay");
-  config.optim.beta1 = optim.at("beta1");
-  config.optim.beta2 = optim.at("beta2");
-  config.optim.eps = optim.at("eps");
-  config.optim.grad_clip = optim.at("grad_clip");
-  config.optim.grad_accum = optim.at("grad_accum");
-  config.schedule.warmup_steps = optim.at("warmup_steps");
-  config.schedule.decay_steps = optim.at("decay_steps");
-  config.schedule.min_lr = optim.at("min_lr");
-  config.run.max_steps = optim.at("steps");
-  config.run.device = device;
-  config.run.dtype = dtype;
-  config.data.dir = "unused";
-  return config;
-}
-
 int run(const std::string& path, int threads, const std::string& device_name, const std::string& dtype) {
   const File file = File::open(path);
   if (file.string_attribute("format") != "mlagpt.train_bench") {
     throw mlagpt::Error(fmt::format("{}: not a bench fixture (format '{}')", path, file.string_attribute("format")));
   }
   at::set_num_threads(threads);
-  const mlagpt::trainer::TrainConfig config = config_of(file, device_name, dtype);
+  mlagpt::trainer::TrainConfig config = mlagpt::testing::train_config_of(file);
+  config.run.device = device_name;
+  config.run.dtype = dtype;
   const c10::Device device(device_name);
   mlagpt::model::Gpt model(config.model);
-  {
-    const c10::NoGradGuard no_grad;
-    for (auto& item : model.named_parameters()) {
-      item.value().copy_(mlagpt::testing::read_float_tensor(file, "/params_init/" + item.key()));
-    }
-  }
+  mlagpt::testing::load_initial_parameters(model, file);
   model.to(device);
   mlagpt::launch::LocalCommunicator local;
   mlagpt::trainer::FlatAdamW optimizer(mlagpt::trainer::adamw_parameters(model),

@@ -3,9 +3,7 @@
 // from the same weights on the same batches, must give the same loss curve within 1e-4 relative at every step, and
 // close final parameters. The errors reached are printed.
 #include <ATen/ops/from_blob.h>
-#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include "data/hdf5_file.h"
 #include "launch/communicator.h"
 #include "support/model_fixtures.h"
+#include "support/train_fixture.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
@@ -24,31 +23,9 @@ using mlagpt::testing::relative_error;
 TEST(TrainingParity, LossCurveMatchesPyTorchAdamW) {
   const File file = File::open(std::string(MLAGPT_FIXTURES_DIR) + "/train_reference.h5");
   ASSERT_EQ(file.string_attribute("format"), "mlagpt.train_reference");
-  const auto optim = nlohmann::json::parse(file.string_attribute("optim"));
-  mlagpt::trainer::TrainConfig config;
-  config.model =
-      mlagpt::model::model_config_from_json(nlohmann::json::parse(file.string_attribute("config")), file.path());
-  config.optim.lr = optim["lr"];
-  config.optim.weight_decay = optim["weight_decay"];
-  config.optim.beta1 = optim["beta1"];
-  config.optim.beta2 = optim["beta2"];
-  config.optim.eps = optim["eps"];
-  config.optim.grad_clip = optim["grad_clip"];
-  config.optim.grad_accum = optim["grad_accum"];
-  config.schedule.warmup_steps = optim["warmup_steps"];
-  config.schedule.decay_steps = optim["decay_steps"];
-  config.schedule.min_lr = optim["min_lr"];
-  config.run.max_steps = optim["steps"];
-  config.run.device = "cpu";
-  config.data.dir = "unused";
-
+  const mlagpt::trainer::TrainConfig config = mlagpt::testing::train_config_of(file);
   mlagpt::model::Gpt model(config.model);
-  {
-    const c10::NoGradGuard no_grad;
-    for (auto& item : model.named_parameters()) {
-      item.value().copy_(read_float_tensor(file, "/params_init/" + item.key()));
-    }
-  }
+  mlagpt::testing::load_initial_parameters(model, file);
   mlagpt::launch::LocalCommunicator local;
   mlagpt::trainer::FlatAdamW optimizer(mlagpt::trainer::adamw_parameters(model),
                                        mlagpt::trainer::adamw_settings(config.optim), mlagpt::trainer::FlatOptions{},
