@@ -15,12 +15,10 @@
 #include <exception>
 
 #include "data/hdf5_file.h"
-#include "launch/communicator.h"
 #include "launch/error.h"
 #include "launch/host_memory.h"
 #include "support/model_fixtures.h"
 #include "support/train_fixture.h"
-#include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
 namespace {
@@ -40,12 +38,7 @@ int run(const std::string& path, int threads, const std::string& device_name, co
   mlagpt::model::Gpt model(config.model);
   mlagpt::testing::load_initial_parameters(model, file);
   model.to(device);
-  mlagpt::launch::LocalCommunicator local;
-  mlagpt::trainer::FlatAdamW optimizer(mlagpt::trainer::adamw_parameters(model),
-                                       mlagpt::trainer::adamw_settings(config.optim), mlagpt::trainer::FlatOptions{},
-                                       local);
-  mlagpt::trainer::GradReducer reducer(optimizer, /*overlap=*/true);
-  mlagpt::trainer::TrainStep step(model, optimizer, reducer, config, local);
+  mlagpt::testing::SingleProcessStep process(model, config);
 
   const at::Tensor x = mlagpt::testing::read_long_tensor(file, "/batches/x").to(device);  // [steps * accum, B, T]
   const at::Tensor y = mlagpt::testing::read_long_tensor(file, "/batches/y").to(device);
@@ -54,7 +47,7 @@ int run(const std::string& path, int threads, const std::string& device_name, co
   nlohmann::json losses = nlohmann::json::array();
   for (int64_t s = 0; s < config.run.max_steps; ++s) {
     const auto start = std::chrono::steady_clock::now();
-    const auto report = step.run(s, [&] {
+    const auto report = process.step.run(s, [&] {
       const int64_t i = micro++;
       return mlagpt::trainer::MicroBatch{x[i], y[i]};
     });

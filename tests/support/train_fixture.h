@@ -1,6 +1,6 @@
 // A training run written by Python (tests/reference/train_reference.py, tests/bench/torch_train_bench.py) for the
 // C++ trainer to repeat: the TrainConfig of its `config` (ModelConfig JSON) and `optim` attributes (OptimConfig and
-// ScheduleConfig fields plus `steps`), and its initial parameters.
+// ScheduleConfig fields plus `steps`), its initial parameters, and the trainer's step on one process to repeat it with.
 #pragma once
 
 #include <c10/core/GradMode.h>
@@ -9,9 +9,12 @@
 #include <string>
 
 #include "data/hdf5_file.h"
+#include "launch/communicator.h"
 #include "model/gpt.h"
 #include "support/model_fixtures.h"
+#include "trainer/optimizer.h"
 #include "trainer/train_config.h"
+#include "trainer/train_step.h"
 
 namespace mlagpt::testing {
 
@@ -42,5 +45,19 @@ inline void load_initial_parameters(model::Gpt& model, const data::h5::File& fil
     item.value().copy_(read_float_tensor(file, "/params_init/" + item.key()));
   }
 }
+
+// The training step of one process as `mlagpt train` wires it: FlatAdamW over the model's parameters, the GradReducer
+// (overlapped with backward), TrainStep. The model must stay where it is (its device) from here on.
+struct SingleProcessStep {
+  SingleProcessStep(model::Gpt& model, const trainer::TrainConfig& config)
+      : optimizer(trainer::adamw_parameters(model), trainer::adamw_settings(config.optim), trainer::FlatOptions{},
+                  local),
+        reducer(optimizer, /*overlap=*/true),
+        step(model, optimizer, reducer, config, local) {}
+  launch::LocalCommunicator local;
+  trainer::FlatAdamW optimizer;
+  trainer::GradReducer reducer;
+  trainer::TrainStep step;
+};
 
 }  // namespace mlagpt::testing

@@ -9,10 +9,8 @@
 #include <cstdio>
 
 #include "data/hdf5_file.h"
-#include "launch/communicator.h"
 #include "support/model_fixtures.h"
 #include "support/train_fixture.h"
-#include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
 using mlagpt::data::h5::File;
@@ -26,12 +24,7 @@ TEST(TrainingParity, LossCurveMatchesPyTorchAdamW) {
   const mlagpt::trainer::TrainConfig config = mlagpt::testing::train_config_of(file);
   mlagpt::model::Gpt model(config.model);
   mlagpt::testing::load_initial_parameters(model, file);
-  mlagpt::launch::LocalCommunicator local;
-  mlagpt::trainer::FlatAdamW optimizer(mlagpt::trainer::adamw_parameters(model),
-                                       mlagpt::trainer::adamw_settings(config.optim), mlagpt::trainer::FlatOptions{},
-                                       local);
-  mlagpt::trainer::GradReducer reducer(optimizer, /*overlap=*/true);
-  mlagpt::trainer::TrainStep step(model, optimizer, reducer, config, local);
+  mlagpt::testing::SingleProcessStep process(model, config);
 
   const at::Tensor x = read_long_tensor(file, "/batches/x");  // [steps * accum, B, T]
   const at::Tensor y = read_long_tensor(file, "/batches/y");
@@ -42,7 +35,7 @@ TEST(TrainingParity, LossCurveMatchesPyTorchAdamW) {
   double worst_loss = 0;
   double worst_norm = 0;
   for (int64_t s = 0; s < config.run.max_steps; ++s) {
-    const auto result = mlagpt::trainer::read_step_reports({step.run(s, [&] {
+    const auto result = mlagpt::trainer::read_step_reports({process.step.run(s, [&] {
                           const int64_t i = micro++;
                           return mlagpt::trainer::MicroBatch{x[i], y[i]};
                         })}).front();
