@@ -19,8 +19,8 @@ int64_t grain(int64_t D) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1));
 }
 
-// y = x * r * w per row, r = 1 / sqrt(mean(x^2) + eps) kept for backward. The sums run in T (float32 or float64)
-// over the row in order, as the composite form's mean does within rounding.
+// y = x * r * w per row, r = 1 / sqrt(mean(x^2) + eps) kept for backward. The sums run in T (float32 or float64),
+// vectorized (`omp simd` reassociates them), equal to the composite form's mean within rounding.
 template <typename T>
 void forward_rows(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t D, double eps) {
   at::parallel_for(0, rows, grain(D), [&](int64_t begin, int64_t end) {
