@@ -36,9 +36,13 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   if (T == 1) {  // the newest position sees every cached key
     return at::scaled_dot_product_attention(q, k, v, {}, dropout_p, /*is_causal=*/false, scale, grouped);
   }
-  // A chunk after a cached prefix: the causal mask aligned to the bottom-right corner.
-  const at::Tensor mask = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
-  return at::scaled_dot_product_attention(q, k, v, mask, dropout_p, /*is_causal=*/false, scale, grouped);
+  // A chunk after a cached prefix.
+  return at::scaled_dot_product_attention(q, k, v, chunk_causal_mask(T, S, q.options()), dropout_p,
+                                          /*is_causal=*/false, scale, grouped);
+}
+
+at::Tensor chunk_causal_mask(int64_t T, int64_t S, const at::TensorOptions& options) {
+  return at::ones({T, S}, options.dtype(at::kBool)).tril(S - T);
 }
 
 }  // namespace mlagpt::model

@@ -17,4 +17,8 @@ namespace mlagpt::model {
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                             double dropout_p);
 
+// [T, S] bool, true where query i (position S - T + i) may attend to key j: the causal mask of a chunk of T queries
+// after S - T cached positions (the bottom-right-aligned lower triangle).
+at::Tensor chunk_causal_mask(int64_t T, int64_t S, const at::TensorOptions& options);
+
 }  // namespace mlagpt::model

@@ -4,12 +4,12 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/dropout.h>
 #include <ATen/ops/einsum.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 
 #include <cmath>
 
 #include "model/attention.h"
+#include "model/attention_core.h"
 
 namespace mlagpt::model {
 namespace {
@@ -149,7 +149,7 @@ at::Tensor LatentAttention::attend_absorbed(const at::Tensor& q, const at::Tenso
   if (T == 1) {
     o_latent = at::scaled_dot_product_attention(query, key, value, {}, 0.0, /*is_causal=*/false, scale);
   } else {
-    const at::Tensor mask = at::ones({T, S}, query.options().dtype(at::kBool)).tril(S - T).repeat({H, 1});
+    const at::Tensor mask = chunk_causal_mask(T, S, query.options()).repeat({H, 1});  // row h T + t: query t's
     o_latent = at::scaled_dot_product_attention(query, key, value, mask, 0.0, /*is_causal=*/false, scale);
   }
   o_latent = o_latent.reshape({B, H, T, Dc});                        // [B, H, T, Dc]

@@ -113,6 +113,8 @@ const RotaryTable::Entry& RotaryTable::entry(c10::ScalarType dtype, c10::Device 
   Entry e{dtype, device, at::cos(angles).to(dtype), at::sin(angles).to(dtype), {}};
   if (has_complex(dtype)) {
     e.rotation = at::complex(e.cos, e.sin);  // cos + j sin, each already rounded to dtype
+    e.cos = at::Tensor();                    // the real form's tables, unused for this dtype
+    e.sin = at::Tensor();
   }
   entries_.push_back(std::move(e));
   return entries_.back();

@@ -38,9 +38,9 @@ class RotaryTable {
   struct Entry {
     c10::ScalarType dtype;
     c10::Device device;
-    at::Tensor cos;  // [max_positions, (unrotated + dim) / 2]
+    at::Tensor cos;  // [max_positions, (unrotated + dim) / 2]; dtypes without a complex type only
     at::Tensor sin;
-    at::Tensor rotation;  // cos + j sin, complex; float32 and float64 only
+    at::Tensor rotation;  // cos + j sin, complex: float32 and float64, instead of cos and sin
   };
   const Entry& entry(c10::ScalarType dtype, c10::Device device) const;
   int64_t dim_;
